@@ -1,0 +1,1 @@
+"""Data: embedded dataset, decoding, frame store, lists, checks, clips."""
