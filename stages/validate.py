@@ -1,0 +1,15 @@
+"""DVC stage `validate`: Great-expectations gate over the lists and frame store; fails the pipeline on bad data."""
+
+from pathlib import Path
+
+from vidssl.config import load_params
+from vidssl.entry import run_main
+from vidssl.runs import run_validate
+
+
+def main() -> None:
+    run_validate(load_params(), Path("data/lists"), Path("reports"))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,278 @@
+"""Tests for vidssl.data.extract: real clips, synthetic clips with exact frame counts, and broken files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import simplejpeg
+
+from vidssl.data.extract import DecodeError, extract_videos, quality_to_qscale, split_jpegs
+from vidssl.data.store import FramePack, count_frames
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+REAL = Path(os.environ.get("VIDSSL_REAL_DATA", "/work/shared/data/real"))
+needs_real = pytest.mark.skipif(not (REAL / "manifest.csv").is_file(), reason=f"no sample clips in {REAL}")
+
+# (manifest path, copied-to name in the tmp layout)
+REAL_CLIPS = {
+    "ucf101/videos/ApplyLipstick/v_ApplyLipstick_g21_c01.avi": "ApplyLipstick/v_ApplyLipstick_g21_c01.avi",
+    "ucf101/videos/Archery/v_Archery_g07_c01.avi": "Archery/v_Archery_g07_c01.avi",
+    "kinetics400/videos/arm_wrestling/mmaction2_demo.mp4": "arm_wrestling/mmaction2_demo.mp4",
+}
+BROKEN = {"Broken/zero.avi", "Broken/text.mp4", "Broken/truncated.mp4"}
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run([FFMPEG, "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
+def make_clip(path: Path, *, size: str = "64x48", rate: int = 10, seconds: float = 2,
+              vf: str = "null") -> Path:
+    """A tiny H.264 clip with exactly rate*seconds frames."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ffmpeg("-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}", "-t", str(seconds), "-vf", vf,
+           "-pix_fmt", "yuv420p", "-c:v", "libx264", str(path))
+    return path
+
+
+def frame_hw(pack: Path) -> tuple[int, int]:
+    with FramePack(pack) as fp:
+        return fp.read([0]).shape[1:3]
+
+
+def manifest_frames() -> dict[str, int]:
+    with open(REAL / "manifest.csv", newline="") as f:
+        return {row["path"]: int(row["frames"]) for row in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """Three real clips plus three undecodable files, extracted once with two workers."""
+    if not (REAL / "manifest.csv").is_file():
+        pytest.skip(f"no real sample clips in {REAL}")
+    root = tmp_path_factory.mktemp("real")
+    src, out = root / "src", root / "out"
+    for real, name in REAL_CLIPS.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REAL / real, src / name)
+    (src / "Broken").mkdir()
+    (src / "Broken/zero.avi").write_bytes(b"")
+    (src / "Broken/text.mp4").write_text("this is not a video\n")
+    # The moov atom of this mp4 is at its end, so the first 300 kB hold no index: ffmpeg cannot open it.
+    (src / "Broken/truncated.mp4").write_bytes((REAL / "kinetics400/videos/abseiling/abseiling_k400.mp4")
+                                               .read_bytes()[:300_000])
+    (src / "Broken/notes.txt").write_text("not a video extension: ignored\n")
+    return src, out, extract_videos(src, out, short_side=128, workers=2, progress=False)
+
+
+@needs_real
+def test_real_clips_frame_counts_and_size(real_run: tuple[Path, Path, dict]) -> None:
+    _, out, rep = real_run
+    expected = manifest_frames()
+    by_video = {v["video"]: v for v in rep["videos"]}
+    for real, name in REAL_CLIPS.items():
+        rec = by_video[name]
+        assert rec["status"] == "extracted" and rec["error"] is None
+        assert rec["n_frames"] == expected[real] == count_frames(out / rec["pack"])
+    assert frame_hw(out / "Archery/v_Archery_g07_c01.zip") == (128, 170)  # 320x240 -> even long side
+    # 340x256 stored with SAR 64:51 is displayed at 5:3, so 128 * 5/3 = 213.3 -> 214, not 170.
+    assert frame_hw(out / "arm_wrestling/mmaction2_demo.zip") == (128, 214)
+
+
+@needs_real
+def test_real_frames_match_reference_decode(real_run: tuple[Path, Path, dict]) -> None:
+    src, out, _ = real_run
+    cmd = [FFMPEG, "-nostdin", "-v", "error", "-i", str(src / "Archery/v_Archery_g07_c01.avi"),
+           "-vf", "scale=170:128", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
+    raw = subprocess.run(cmd, capture_output=True, check=True).stdout
+    ref = np.frombuffer(raw, np.uint8).reshape(-1, 128, 170, 3).astype(np.float64)
+    with FramePack(out / "Archery/v_Archery_g07_c01.zip") as fp:
+        got = fp.read(range(len(fp))).astype(np.float64)
+    assert got.shape == ref.shape == (91, 128, 170, 3)
+    # JPEG q90 costs ~40 dB; a frame off by one in time (e.g. ffmpeg's default cfr duplicating frame 0,
+    # which this clip triggers) drops it to ~30 dB, and a colour-range mistake far lower.
+    psnr = 10 * np.log10(255**2 / np.mean((got - ref) ** 2, axis=(1, 2, 3)))
+    assert psnr.min() > 37, f"frames differ from a direct ffmpeg decode (min PSNR {psnr.min():.1f} dB)"
+
+
+@needs_real
+def test_bad_files_quarantined_with_error(real_run: tuple[Path, Path, dict]) -> None:
+    _, out, rep = real_run
+    assert rep["counts"] == {"extracted": 3, "skipped": 0, "quarantined": 3}
+    for rec in rep["videos"]:
+        if rec["video"] in BROKEN:
+            assert rec["status"] == "quarantined" and rec["pack"] is None and rec["n_frames"] == 0
+            assert "ffmpeg exited with code" in rec["error"] and rec["video"].split("/")[1] in rec["error"]
+            assert "Invalid data" in rec["error"]  # ffmpeg's own stderr is kept
+            assert not (out / "Broken" / (rec["video_id"] + ".zip")).exists()
+
+
+@needs_real
+def test_report_lists_every_input_sorted(real_run: tuple[Path, Path, dict]) -> None:
+    src, out, rep = real_run
+    assert json.loads((out / "extract.json").read_text()) == rep
+    assert [v["video"] for v in rep["videos"]] == sorted(set(REAL_CLIPS.values()) | BROKEN)
+    assert rep["params"] == {"short_side": 128, "fps": 0.0, "quality": 90, "workers": 2}
+    assert rep["src"] == str(src) and all(v["seconds"] >= 0 for v in rep["videos"])
+
+
+def test_quarantine_logs_a_warning_naming_the_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    make_clip(tmp_path / "src/a/good.mp4")
+    (tmp_path / "src/a/bad.webm").write_bytes(b"\x00" * 100)
+    with caplog.at_level(logging.WARNING, logger="vidssl.data.extract"):
+        rep = extract_videos(tmp_path / "src", tmp_path / "out", progress=False)
+    assert rep["counts"] == {"extracted": 1, "skipped": 0, "quarantined": 1}
+    assert any("quarantined" in r.message and "bad.webm" in r.message for r in caplog.records)
+
+
+@needs_real
+def test_truncated_avi_keeps_decodable_frames_with_warnings(tmp_path: Path) -> None:
+    clip = REAL / "ucf101/videos/Archery/v_Archery_g07_c01.avi"
+    (tmp_path / "src/a").mkdir(parents=True)
+    (tmp_path / "src/a/cut.avi").write_bytes(clip.read_bytes()[:150_000])
+    rec = extract_videos(tmp_path / "src", tmp_path / "out", progress=False)["videos"][0]
+    full = manifest_frames()[str(clip.relative_to(REAL))]
+    assert rec["status"] == "extracted" and 0 < rec["n_frames"] < full
+    assert rec["warnings"], "ffmpeg's decode errors for the damaged part should be reported"
+
+
+def test_resume_skips_done_and_redoes_missing_or_corrupt(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    for name in ("a/one.mp4", "a/two.mp4", "b/three.mp4"):
+        make_clip(src / name, seconds=1)
+    first = extract_videos(src, out, short_side=32, progress=False)
+    assert first["counts"] == {"extracted": 3, "skipped": 0, "quarantined": 0}
+    packs = {v["video"]: out / v["pack"] for v in first["videos"]}
+    mtimes = {k: p.stat().st_mtime_ns for k, p in packs.items()}
+
+    again = extract_videos(src, out, short_side=32, progress=False)
+    assert [v["status"] for v in again["videos"]] == ["skipped"] * 3
+    assert [v["n_frames"] for v in again["videos"]] == [10, 10, 10]
+    assert {k: p.stat().st_mtime_ns for k, p in packs.items()} == mtimes
+
+    packs["a/one.mp4"].unlink()
+    packs["a/two.mp4"].write_bytes(b"PK\x03\x04 half a zip from a crash")  # corrupt pack
+    stray = out / "b" / ".three.zip.x1y2.tmp"  # what atomic_path leaves when a run is killed
+    stray.write_bytes(b"partial")
+    third = extract_videos(src, out, short_side=32, progress=False)
+    status = {v["video"]: v["status"] for v in third["videos"]}
+    assert status == {"a/one.mp4": "extracted", "a/two.mp4": "extracted", "b/three.mp4": "skipped"}
+    assert count_frames(packs["a/two.mp4"]) == 10 and not stray.exists()
+    assert packs["b/three.mp4"].stat().st_mtime_ns == mtimes["b/three.mp4"]
+
+
+def test_fps_resampling_and_native_size(tmp_path: Path) -> None:
+    make_clip(tmp_path / "src/a/clip.mp4", rate=10, seconds=2)  # 20 frames, 64x48
+    rep = extract_videos(tmp_path / "src", tmp_path / "o5", fps=5, short_side=24, progress=False)
+    assert rep["videos"][0]["n_frames"] == 10
+    assert frame_hw(tmp_path / "o5/a/clip.zip") == (24, 32)
+    rep = extract_videos(tmp_path / "src", tmp_path / "o0", short_side=0, progress=False)
+    assert rep["videos"][0]["n_frames"] == 20
+    assert frame_hw(tmp_path / "o0/a/clip.zip") == (48, 64)
+
+
+@needs_real
+def test_fps_on_real_clip_is_proportional(tmp_path: Path) -> None:
+    (tmp_path / "src/Archery").mkdir(parents=True)
+    shutil.copy(REAL / "ucf101/videos/Archery/v_Archery_g07_c01.avi", tmp_path / "src/Archery/v.avi")
+    rep = extract_videos(tmp_path / "src", tmp_path / "out", fps=5, short_side=0, progress=False)
+    n = rep["videos"][0]["n_frames"]
+    assert abs(n - 91 * 5 / 25) <= 1  # 91 frames at 25 fps
+    assert frame_hw(tmp_path / "out/Archery/v.zip") == (240, 320)
+
+
+def test_rotation_and_non_square_pixels(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "t.mp4")
+    (tmp_path / "src/a").mkdir(parents=True)
+    ffmpeg("-display_rotation", "90", "-i", str(clip), "-c", "copy", str(tmp_path / "src/a/rot.mp4"))
+    make_clip(tmp_path / "src/a/sar.mp4", vf="setsar=2")  # 64x48 stored, displayed 128x48
+    extract_videos(tmp_path / "src", tmp_path / "out", short_side=24, progress=False)
+    assert frame_hw(tmp_path / "out/a/rot.zip") == (32, 24)  # portrait after rotation
+    assert frame_hw(tmp_path / "out/a/sar.zip") == (24, 64)  # display aspect 8:3 kept
+
+
+def test_jpeg_folder_import_copies_bytes(tmp_path: Path) -> None:
+    frames = [np.full((20, 30, 3), 40 * i, np.uint8) for i in range(4)]
+    jpegs = [simplejpeg.encode_jpeg(f, quality=80) for f in frames]
+    folder = tmp_path / "src/cls/vid01"
+    folder.mkdir(parents=True)
+    for i, j in enumerate(jpegs):
+        (folder / f"img_{i:05d}.jpg").write_bytes(j)
+    rep = extract_videos(tmp_path / "src", tmp_path / "out", progress=False)
+    assert rep["videos"] == [dict(rep["videos"][0], video="cls/vid01", video_id="vid01", pack="cls/vid01.zip",
+                                  status="extracted", n_frames=4)]
+    with zipfile.ZipFile(tmp_path / "out/cls/vid01.zip") as zf:
+        assert [zf.read(n) for n in sorted(zf.namelist())] == jpegs  # not re-encoded
+    assert extract_videos(tmp_path / "src", tmp_path / "out", progress=False)["counts"]["skipped"] == 1
+
+
+def test_duplicate_video_id_is_quarantined(tmp_path: Path) -> None:
+    make_clip(tmp_path / "src/a/v.mp4", seconds=1)
+    make_clip(tmp_path / "src/a/v.mkv", seconds=1)
+    rep = extract_videos(tmp_path / "src", tmp_path / "out", progress=False)
+    status = {v["video"]: (v["status"], v["error"]) for v in rep["videos"]}
+    assert status["a/v.mkv"][0] == "extracted"
+    assert status["a/v.mp4"][0] == "quarantined" and "duplicate video id" in status["a/v.mp4"][1]
+
+
+def test_changed_params_refuse_to_mix_packs(tmp_path: Path) -> None:
+    make_clip(tmp_path / "src/a/v.mp4", seconds=1)
+    extract_videos(tmp_path / "src", tmp_path / "out", short_side=32, progress=False)
+    with pytest.raises(ValueError, match="short_side"):
+        extract_videos(tmp_path / "src", tmp_path / "out", short_side=16, progress=False)
+
+
+def test_missing_or_empty_src_names_layout(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope.*<class>/<video>"):
+        extract_videos(tmp_path / "nope", tmp_path / "out", progress=False)
+    (tmp_path / "src/cls").mkdir(parents=True)
+    (tmp_path / "src/cls/readme.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"no videos found in .*src"):
+        extract_videos(tmp_path / "src", tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"short_side": -2}, "short_side"), ({"short_side": 127}, "short_side"), ({"fps": -1.0}, "fps"),
+    ({"workers": 0}, "workers"), ({"quality": 0}, "quality"),
+])
+def test_bad_arguments_name_the_argument(tmp_path: Path, kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        extract_videos(tmp_path, tmp_path / "out", progress=False, **kwargs)
+
+
+def _jpeg(value: int, comment: bytes = b"") -> bytes:
+    data = simplejpeg.encode_jpeg(np.full((8, 8, 3), value, np.uint8), quality=90)
+    if comment:  # a COM segment right after SOI, holding bytes that look like an EOI marker
+        data = data[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + data[2:]
+    return data
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 16])
+def test_split_jpegs_round_trips_any_chunking(chunk: int) -> None:
+    images = [_jpeg(10), _jpeg(200, comment=b"\xff\xd9 not the end"), _jpeg(90)]
+    stream = b"".join(images)
+    chunks = [stream[i : i + chunk] for i in range(0, len(stream), chunk)]
+    assert list(split_jpegs(chunks)) == images
+
+
+def test_split_jpegs_rejects_garbage() -> None:
+    with pytest.raises(DecodeError, match="not JPEG"):
+        list(split_jpegs([b"RIFF...."]))
+    with pytest.raises(DecodeError, match="not a complete JPEG"):
+        list(split_jpegs([_jpeg(5) + _jpeg(6)[:-40]]))
+
+
+@pytest.mark.parametrize("quality, qscale", [(95, 1.0), (90, 2.0), (85, 3.0), (75, 5.0), (50, 10.0),
+                                             (25, 20.0), (100, 1.0), (1, 31.0)])
+def test_quality_maps_to_libjpeg_equivalent_qscale(quality: int, qscale: float) -> None:
+    assert quality_to_qscale(quality) == pytest.approx(qscale)

@@ -1,0 +1,197 @@
+"""The `vidssl` command line. Each command parses its arguments and delegates to vidssl.runs / the library.
+
+Heavy libraries (torch, mlflow, prefect, great_expectations) are imported inside commands so that
+`vidssl --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vidssl.entry import quiet_telemetry, run_main
+
+app = typer.Typer(help="Self-supervised video representation learning, reproducibly.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file (typed; unknown keys are errors)")
+
+
+def _cfg(path: Path, **overrides: dict) -> "object":
+    from vidssl.config import load_params, parse_params
+
+    cfg = load_params(path) if path.is_file() else parse_params({}, "defaults")
+    if overrides:
+        raw = cfg.model_dump()
+        for section, values in overrides.items():
+            raw[section].update({k: v for k, v in values.items() if v is not None})
+        cfg = parse_params(raw, f"{path} + command-line options")
+    return cfg
+
+
+def _run(fn) -> None:  # noqa: ANN001
+    run_main(fn)
+
+
+@app.command()
+def synth(out: Path = typer.Argument(..., help="output folder (videos/ and splits/ go inside)"),
+          seed: Optional[int] = typer.Option(None, help="dataset seed"),
+          scale: Optional[float] = typer.Option(None, help="grows videos per class"),
+          workers: int = typer.Option(2, help="parallel encoders"), params: Path = PARAMS) -> None:
+    """Write the embedded MotionShapes dataset as H.264 videos plus UCF101-format split files."""
+    from vidssl.runs import run_synth
+
+    _run(lambda: typer.echo(f"wrote {run_synth(_cfg(params, synth={'seed': seed, 'scale': scale}), out, workers)['n_videos']} videos to {out}"))
+
+
+@app.command()
+def extract(src: Path = typer.Argument(..., help="class-folder videos: SRC/<class>/<video>.{avi,mp4,mkv,webm}"),
+            out: Path = typer.Argument(..., help="frame store root"),
+            short_side: Optional[int] = typer.Option(None, help="shorter side in pixels (0 = native)"),
+            fps: Optional[float] = typer.Option(None, help="frame rate (0 = native)"),
+            workers: Optional[int] = typer.Option(None, help="videos decoded in parallel"),
+            report: Optional[Path] = typer.Option(None, help="JSON report path (default OUT/extract.json)"),
+            params: Path = PARAMS) -> None:
+    """Decode every video into one ZIP of JPEG frames per video; resumable; bad files are quarantined."""
+    from vidssl.runs import run_extract
+
+    def go() -> None:
+        cfg = _cfg(params, extract={"short_side": short_side, "fps": fps, "workers": workers})
+        counts = run_extract(cfg, src, out, report or out / "extract.json")["counts"]
+        typer.echo(f"extract: {counts}")
+    _run(go)
+
+
+@app.command()
+def lists(frames: Path = typer.Argument(..., help="frame store root"),
+          split_dir: Path = typer.Argument(..., help="official split files folder"),
+          out: Path = typer.Argument(..., help="output folder for the CSV lists"),
+          split: Optional[int] = typer.Option(None, help="official split number (1-3)"),
+          dataset: Optional[str] = typer.Option(None, help="split file format: synthetic | ucf101 | hmdb51"),
+          val_videos: Optional[int] = typer.Option(None, help="train videos held out for validation"),
+          params: Path = PARAMS) -> None:
+    """Write pretrain/train/val/test CSV lists from official split files and the frame store."""
+    from vidssl.runs import run_lists
+
+    def go() -> None:
+        cfg = _cfg(params, data={"split": split, "dataset": dataset}, lists={"val_videos": val_videos})
+        typer.echo(f"lists: {run_lists(cfg, frames, split_dir, out)['counts']}")
+    _run(go)
+
+
+@app.command()
+def validate(lists_dir: Path = typer.Argument(Path("data/lists"), help="folder of CSV lists"),
+             report_dir: Path = typer.Option(Path("reports"), help="where validation.{json,md} go"),
+             params: Path = PARAMS) -> None:
+    """Gate the lists and frame store with a great-expectations suite; fails with the offending rows."""
+    from vidssl.runs import run_validate
+
+    _run(lambda: (run_validate(_cfg(params), lists_dir, report_dir), typer.echo("validation passed")))
+
+
+@app.command()
+def pretrain(lists_dir: Path = typer.Argument(Path("data/lists")),
+             out: Path = typer.Argument(Path("models/pretrain")),
+             state: Path = typer.Option(Path("models/pretrain_state"), help="per-epoch checkpoints (resume)"),
+             metrics: Path = typer.Option(Path("metrics/pretrain.json")),
+             plots: Path = typer.Option(Path("plots")), params: Path = PARAMS) -> None:
+    """Self-supervised pretraining of params' backbone with params' method; resumes from STATE."""
+    from vidssl.runs import run_pretrain
+
+    _run(lambda: run_pretrain(_cfg(params), lists_dir, out, state, metrics, plots))
+
+
+@app.command()
+def finetune(lists_dir: Path = typer.Argument(Path("data/lists")),
+             out: Path = typer.Argument(Path("models/finetune")),
+             init: Optional[Path] = typer.Option(Path("models/pretrain/backbone.pt"), help="pretrained backbone"),
+             state: Path = typer.Option(Path("models/finetune_state")),
+             metrics: Path = typer.Option(Path("metrics/finetune.json")),
+             plots: Path = typer.Option(Path("plots")), params: Path = PARAMS) -> None:
+    """Fine-tune backbone + linear head; video accuracy is the mean over clips."""
+    from vidssl.runs import run_finetune
+
+    def go() -> None:
+        cfg = _cfg(params)
+        out_ = run_finetune(cfg, lists_dir, init, out, state, metrics, plots, baseline=cfg.finetune.baseline)
+        typer.echo({k: round(v["test_accuracy"], 4) for k, v in out_.items()})
+    _run(go)
+
+
+@app.command()
+def retrieve(lists_dir: Path = typer.Argument(Path("data/lists")),
+             weights: Path = typer.Option(Path("models/pretrain/backbone.pt"), help="pretrained backbone"),
+             features: Path = typer.Option(Path("features")), metrics: Path = typer.Option(Path("metrics/retrieve.json")),
+             params: Path = PARAMS) -> None:
+    """Nearest-neighbour retrieval (test queries train), random init vs pretrained."""
+    from vidssl.runs import run_retrieve
+
+    _run(lambda: typer.echo(run_retrieve(_cfg(params), lists_dir, weights, features, metrics)))
+
+
+@app.command()
+def evaluate(metrics_dir: Path = typer.Option(Path("metrics")), report: Path = typer.Option(Path("reports/results.md")),
+             summary: Path = typer.Option(Path("metrics/summary.json")), params: Path = PARAMS) -> None:
+    """Summarise stage metrics into metrics/summary.json and reports/results.md."""
+    from vidssl.runs import run_evaluate
+
+    _run(lambda: typer.echo(run_evaluate(_cfg(params), metrics_dir, report, summary)))
+
+
+@app.command()
+def pipeline(force: bool = typer.Option(False, help="rerun every stage"),
+             stages: Optional[str] = typer.Option(None, help="comma-separated stage names")) -> None:
+    """Run the whole DVC pipeline as a Prefect flow (flows/pipeline.py), from the repository root."""
+    quiet_telemetry()
+    flow = Path("flows/pipeline.py")
+    if not flow.is_file():
+        typer.echo(f"error: {flow} not found; run `vidssl pipeline` from the repository root", err=True)
+        raise typer.Exit(2)
+    cmd = [sys.executable, str(flow), "--repo", "."] + (["--force"] if force else []) + (["--stages", stages] if stages else [])
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command()
+def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1", help="bind address")) -> None:
+    """Open the MLflow UI on the local tracking store (127.0.0.1 only unless told otherwise)."""
+    from vidssl.tracking import tracking_uri
+
+    quiet_telemetry()
+    uri = tracking_uri()
+    typer.echo(f"MLflow UI at http://{host}:{port} (store {uri})")
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                                      "--host", host, "--port", str(port)]))
+
+
+@app.command()
+def backbones() -> None:
+    """List the registered backbones with parameter counts."""
+    from vidssl.models import describe_backbones
+
+    for d in describe_backbones():
+        typer.echo(f"{d['name']:8s} {d['params'] / 1e6:7.2f}M params  {d['out_dim']:5d}-d  {d.get('description', '')}")
+
+
+@app.command()
+def methods() -> None:
+    """List the registered self-supervised methods."""
+    from vidssl.methods.registry import METHODS
+
+    for name, cls in METHODS.items():
+        typer.echo(f"{name:10s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+
+
+@app.command(name="check-params")
+def check_params(params: Path = PARAMS) -> None:
+    """Validate a params file and print it resolved."""
+    import yaml
+
+    _run(lambda: typer.echo(yaml.safe_dump(_cfg(params).model_dump(), sort_keys=False)))
+
+
+if __name__ == "__main__":
+    app()

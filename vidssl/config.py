@@ -1,0 +1,178 @@
+"""params.yaml -> one typed, frozen config object.
+
+Parsed once at the edge (stage entry points, CLI). An unknown key, a missing section or a value of the wrong
+type stops with an error naming the dotted key, before any work is done.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DataParams(_Section):
+    dataset: Literal["synthetic", "ucf101", "hmdb51"] = "synthetic"
+    raw_dir: str = "data/raw/videos"
+    split_dir: str = "data/raw/splits"
+    split: int = Field(1, ge=1, le=3)
+
+
+class SynthParams(_Section):
+    seed: int = 0
+    scale: float = Field(1.0, gt=0)
+    n_classes: int = Field(10, ge=8)
+    videos_per_class: int = Field(20, ge=4)
+    size: int = Field(96, ge=32)
+    frames: int = Field(40, ge=8)
+    fps: int = Field(25, ge=1)
+    background_bias: bool = False
+
+
+class ExtractParams(_Section):
+    short_side: int = Field(64, ge=0)
+    fps: float = Field(0.0, ge=0)
+    workers: int = Field(2, ge=1)
+    quality: int = Field(90, ge=1, le=100)
+
+
+class ListsParams(_Section):
+    val_videos: int = Field(0, ge=0)
+
+
+class ModelParams(_Section):
+    backbone: str = "tiny"
+    width: int = Field(16, ge=4)
+
+
+class ClipParams(_Section):
+    frames: int = Field(16, ge=2)
+    stride: int = Field(1, ge=1)
+    resize: int = Field(64, ge=8)
+    crop: int = Field(56, ge=8)
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> "ClipParams":
+        if self.crop > self.resize:
+            raise ValueError(f"crop ({self.crop}) must not exceed resize ({self.resize})")
+        return self
+
+    @property
+    def span(self) -> int:
+        """Frames a clip covers in the source video."""
+        return (self.frames - 1) * self.stride + 1
+
+
+class IICParams(_Section):
+    intra_neg: Literal["repeat", "shuffle", "none"] = "repeat"
+    view2: Literal["res", "rgb"] = "res"
+    nce_k: int = Field(1024, ge=1)
+    nce_t: float = Field(0.07, gt=0)
+    nce_m: float = Field(0.5, ge=0, le=1)
+
+
+class PretrainParams(_Section):
+    method: str = "iic"
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(16, ge=2)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    milestones: list[int] = [45, 90, 125, 160]
+    gamma: float = Field(0.2, gt=0)
+    workers: int = Field(2, ge=0)
+    iic: IICParams = IICParams()
+
+
+class FinetuneParams(_Section):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    test_clips: int = Field(10, ge=1)
+    workers: int = Field(2, ge=0)
+    baseline: bool = True
+
+
+class RetrieveParams(_Section):
+    clips: int = Field(10, ge=1)
+    topk: list[int] = [1, 5, 10, 20, 50]
+    feature: Literal["pool", "gap"] = "pool"
+    merged: bool = False
+    workers: int = Field(2, ge=0)
+
+
+class Params(_Section):
+    """The whole params.yaml."""
+
+    seed: int = 632
+    data: DataParams = DataParams()
+    synth: SynthParams = SynthParams()
+    extract: ExtractParams = ExtractParams()
+    lists: ListsParams = ListsParams()
+    model: ModelParams = ModelParams()
+    clip: ClipParams = ClipParams()
+    pretrain: PretrainParams = PretrainParams()
+    finetune: FinetuneParams = FinetuneParams()
+    retrieve: RetrieveParams = RetrieveParams()
+
+
+class ConfigError(ValueError):
+    """A params file that does not match the schema; the message names every bad key."""
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid parameters"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key; remove it or check its spelling")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
+    """Validate a params mapping; raise ConfigError naming each offending dotted key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(source, err)) from None
+
+
+def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: params file not found; run from the repository root or pass --params PATH")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    return parse_params(raw, str(p))
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a (section of a) config into dotted keys, for tracking."""
+    data = obj.model_dump() if isinstance(obj, BaseModel) else obj
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

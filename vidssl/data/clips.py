@@ -1,0 +1,176 @@
+"""Clips: list reading, temporal samplers, clip-consistent augmentation and the datasets training reads.
+
+Augmentation parameters are drawn once per clip from an explicit generator, never from torchvision's global
+RNG: IIC's released code re-seeded Python's ``random`` per frame, which broke on newer torchvision (every frame
+got a different crop, destroying its residual view; METHODS.md §2(g)).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from vidssl.data.store import FramePack
+
+LIST_COLUMNS = ("video_id", "frames_path", "n_frames", "label", "class_name", "split")
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One row of a list CSV."""
+
+    video_id: str
+    frames_path: str
+    n_frames: int
+    label: int
+
+
+def read_list(path: str | os.PathLike[str]) -> list[VideoRecord]:
+    """Read a list CSV written by the lists stage."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: list not found; run `vidssl lists` (or `dvc repro lists`) first")
+    with p.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = set(LIST_COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{p}: missing columns {sorted(missing)}; expected {list(LIST_COLUMNS)}")
+        return [
+            VideoRecord(r["video_id"], r["frames_path"], int(r["n_frames"]), int(r["label"])) for r in reader
+        ]
+
+
+# ---------------------------------------------------------------- temporal samplers
+
+
+def clip_indices(start: int, frames: int, stride: int, n_frames: int) -> list[int]:
+    """Indices ``start + i*stride``, clamped to the video so short videos repeat their last frame."""
+    return [min(max(start + i * stride, 0), n_frames - 1) for i in range(frames)]
+
+
+def random_clip(n_frames: int, frames: int, stride: int, rng: np.random.Generator) -> list[int]:
+    """One clip at a uniformly random start (IIC/VCOP training sampler)."""
+    span = (frames - 1) * stride + 1
+    start = int(rng.integers(0, max(n_frames - span, 0) + 1))
+    return clip_indices(start, frames, stride, n_frames)
+
+
+def linspace_clips(n_frames: int, frames: int, stride: int, n_clips: int) -> list[list[int]]:
+    """``n_clips`` clips whose centres are evenly spaced over the video (VCOP/IIC test protocol).
+
+    VCOP/IIC place 16-frame clip centres at linspace(8, L-8, 10); this is the same rule for any span.
+    """
+    span = (frames - 1) * stride + 1
+    half = span // 2
+    centres = np.linspace(half, max(n_frames - (span - half), half), n_clips)
+    return [clip_indices(int(round(c)) - half, frames, stride, n_frames) for c in centres]
+
+
+# ---------------------------------------------------------------- clip-consistent spatial transforms
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """T×H×W×3 uint8 -> 3×T×H×W uint8 view.
+
+    Clips stay uint8 until they reach the training device (``to_float``): 4x less to copy between loader
+    workers and to the GPU, and the float conversion runs where it is cheapest.
+    """
+    return torch.from_numpy(frames).permute(3, 0, 1, 2)
+
+
+def to_float(clips: torch.Tensor) -> torch.Tensor:
+    """uint8 clips -> float in [0, 1] (IIC feeds unnormalised [0, 1] input); float input passes through."""
+    return clips.float().div_(255.0) if clips.dtype == torch.uint8 else clips
+
+
+def resize_short(clip: torch.Tensor, short: int) -> torch.Tensor:
+    """Resize a 3×T×H×W uint8 clip so its shorter side is ``short`` (aspect kept); a no-op when it already is."""
+    h, w = clip.shape[-2:]
+    if min(h, w) == short:
+        return clip
+    scale = short / min(h, w)
+    size = (max(short, round(h * scale)), max(short, round(w * scale)))
+    out = F.interpolate(clip.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def crop(clip: torch.Tensor, size: int, top: int, left: int) -> torch.Tensor:
+    """The same ``size``×``size`` window from every frame."""
+    return clip[..., top : top + size, left : left + size]
+
+
+def random_crop(clip: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """Random crop drawn once for the whole clip."""
+    h, w = clip.shape[-2:]
+    return crop(clip, size, int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1)))
+
+
+def center_crop(clip: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = clip.shape[-2:]
+    return crop(clip, size, (h - size) // 2, (w - size) // 2)
+
+
+# ---------------------------------------------------------------- datasets
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Clip geometry: frames per clip, temporal stride, short-side resize and square crop."""
+
+    frames: int = 16
+    stride: int = 1
+    resize: int = 64
+    crop: int = 56
+
+
+def _sample_rng() -> np.random.Generator:
+    # Seeded from torch's generator, which DataLoader seeds per worker and per epoch from its own seeded
+    # generator: runs repeat exactly for a given seed and worker count, and epochs differ.
+    return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+
+
+class ClipDataset(Dataset):
+    """One random clip per video (training): returns (3×T×S×S uint8 clip, label, index)."""
+
+    def __init__(self, records: Sequence[VideoRecord], spec: ClipSpec) -> None:
+        self.records = list(records)
+        self.spec = spec
+        self.packs = [FramePack(r.frames_path) for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, index: int, indices: Sequence[int]) -> torch.Tensor:
+        return resize_short(to_tensor(self.packs[index].read(indices)), self.spec.resize)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        rng = _sample_rng()
+        rec, s = self.records[index], self.spec
+        clip = self.load(index, random_clip(rec.n_frames, s.frames, s.stride, rng))
+        return random_crop(clip, s.crop, rng).contiguous(), rec.label, index
+
+
+class MultiClipDataset(ClipDataset):
+    """``n_clips`` evenly spaced, centre-cropped clips per video (evaluation): (N×3×T×S×S uint8, label, index)."""
+
+    def __init__(self, records: Sequence[VideoRecord], spec: ClipSpec, n_clips: int) -> None:
+        super().__init__(records, spec)
+        self.n_clips = n_clips
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        rec, s = self.records[index], self.spec
+        clips = linspace_clips(rec.n_frames, s.frames, s.stride, self.n_clips)
+        # Decode the union of frames once, then slice: neighbouring test clips overlap heavily.
+        wanted = sorted({i for c in clips for i in c})
+        where = {f: k for k, f in enumerate(wanted)}
+        video = self.load(index, wanted)
+        stacked = torch.stack([video[:, [where[f] for f in c]] for c in clips])
+        return center_crop(stacked, s.crop).contiguous(), rec.label, index

@@ -1,0 +1,1 @@
+"""Contrastive method cores (memory bank, queue, losses) and, later, the method registry."""

@@ -1,0 +1,55 @@
+"""The shared method interface: a backbone plus whatever its loss needs.
+
+A method overrides ``training_step`` (and optionally the hooks below); optimisers, schedules, checkpoints and
+logging live in ``vidssl.train`` so this base stays small (STYLE.md rule 2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Batch = tuple[Any, ...]
+
+
+def pool_feature(fmap: torch.Tensor, kind: str) -> torch.Tensor:
+    """Turn a B×C×T×H×W map into a retrieval feature.
+
+    ``gap``: global average pool (B×C). ``pool``: IIC's retrieval feature, MaxPool3d((1,2,2)) over the map then
+    flattened (9216-d for R3D at 16×112²; METHODS.md §1.2).
+    """
+    if kind == "gap":
+        return fmap.mean(dim=(2, 3, 4))
+    if kind == "pool":
+        return F.max_pool3d(fmap, kernel_size=(1, 2, 2), stride=(1, 2, 2)).flatten(1)
+    raise ValueError(f"unknown feature kind {kind!r}; choose from ['gap', 'pool']")
+
+
+class Method(nn.Module):
+    """Base class of every self-supervised method."""
+
+    name = "method"
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def training_step(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return the loss to minimise and the named terms to log."""
+        raise NotImplementedError
+
+    def on_step_end(self) -> None:
+        """Called after each optimiser step (momentum encoders update here)."""
+
+    def views(self, clips: torch.Tensor) -> list[torch.Tensor]:
+        """The inputs whose features are concatenated for retrieval ('merged' views); default: the clip only."""
+        return [clips]
+
+    @torch.no_grad()
+    def embed(self, clips: torch.Tensor, feature: str = "pool", merged: bool = False) -> torch.Tensor:
+        """Retrieval feature of a batch of clips (B×3×T×H×W -> B×D)."""
+        inputs = self.views(clips) if merged else [clips]
+        return torch.cat([pool_feature(self.backbone.forward_map(x), feature) for x in inputs], dim=1)

@@ -1,0 +1,24 @@
+"""The method registry: a plain dict that the CLI lists and the tests iterate."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from vidssl.methods.base import Method
+from vidssl.methods.iic import IIC
+
+if TYPE_CHECKING:
+    from vidssl.config import Params
+
+METHODS: dict[str, type[Method]] = {"iic": IIC}
+
+
+def build_method(name: str, backbone: nn.Module, cfg: "Params", *, n_samples: int) -> Method:
+    """Instantiate method ``name`` over ``backbone`` with its section of the params."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
+    if name == "iic":
+        return IIC(backbone, n_samples=n_samples, seed=cfg.seed, **cfg.pretrain.iic.model_dump())
+    raise AssertionError(f"method {name!r} is registered but has no builder")

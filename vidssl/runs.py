@@ -1,0 +1,180 @@
+"""Stage runners: what each pipeline stage does, shared by `stages/*.py` (DVC) and the `vidssl` CLI.
+
+Each takes the typed config plus explicit paths, does the work through the library, writes its declared outputs
+(atomically) and, for the training stages, tracks a nested MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from vidssl.config import Params, flatten
+from vidssl.io import write_json
+
+log = logging.getLogger(__name__)
+
+
+def run_synth(cfg: Params, out: Path, workers: int = 2) -> dict[str, Any]:
+    from vidssl.data.synth import generate
+
+    s = cfg.synth
+    return generate(out, seed=s.seed, scale=s.scale, videos_per_class=s.videos_per_class, n_classes=s.n_classes,
+                    size=s.size, frames=s.frames, fps=s.fps, background_bias=s.background_bias, workers=workers)
+
+
+def run_extract(cfg: Params, src: Path, out: Path, report: Path, reset_on_change: bool = False) -> dict[str, Any]:
+    from vidssl.data.extract import extract_videos
+
+    e = cfg.extract
+    return extract_videos(src, out, short_side=e.short_side, fps=e.fps, workers=e.workers, quality=e.quality,
+                          report=report, reset_on_change=reset_on_change)
+
+
+def run_lists(cfg: Params, frames: Path, split_dir: Path, out: Path) -> dict[str, Any]:
+    from vidssl.data.lists import write_lists
+
+    fmt = "hmdb51" if cfg.data.dataset == "hmdb51" else "ucf101"
+    return write_lists(frames, split_dir, out, split=cfg.data.split, fmt=fmt, val_videos=cfg.lists.val_videos,
+                       seed=cfg.seed)
+
+
+def run_validate(cfg: Params, lists_dir: Path, report_dir: Path) -> dict[str, Any]:
+    from vidssl.data.checks import check_lists
+
+    return check_lists(lists_dir, min_frames=cfg.clip.span, report_dir=report_dir)
+
+
+def _metrics_only(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+
+
+def run_pretrain(cfg: Params, lists_dir: Path, out_dir: Path, state_dir: Path, metrics: Path,
+                 plots: Path) -> dict[str, Any]:
+    from vidssl.plots import plot_curves
+    from vidssl.tracking import stage_run
+    from vidssl.train import pretrain
+
+    params = flatten({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
+                      "pretrain": cfg.pretrain.model_dump()})
+    with stage_run("pretrain", params) as tracker:
+        summary = pretrain(cfg, lists_dir, state_dir, out_dir, tracker)
+        loss_keys = [k for k in summary["history"][0] if k.startswith("loss")]
+        plot = plot_curves(summary["history"], loss_keys, plots / "pretrain_loss.png", "pretraining loss")
+        write_json(metrics, _metrics_only(summary))
+        for path in (plot, out_dir / "backbone.pt", metrics):
+            tracker.log_artifact(path)
+    return summary
+
+
+def run_finetune(cfg: Params, lists_dir: Path, init: Path | None, out_dir: Path, state_dir: Path,
+                 metrics: Path, plots: Path, baseline: bool = True) -> dict[str, Any]:
+    """Fine-tune from ``init``; with ``baseline``, also from random init (same seed) for the comparison."""
+    from vidssl.plots import plot_confusion, plot_curves
+    from vidssl.tracking import stage_run
+    from vidssl.train import finetune
+
+    params = flatten({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
+                      "finetune": cfg.finetune.model_dump()})
+    names = [line.split(",", 1)[1].strip() for line in (lists_dir / "classes.csv").read_text().splitlines()[1:]]
+    runs = {"pretrained": init, **({"random_init": None} if baseline else {})}
+    out: dict[str, Any] = {}
+    with stage_run("finetune", params) as tracker:
+        for name, weights in runs.items():
+            r = finetune(cfg, lists_dir, weights, state_dir / name, out_dir / name, _Prefixed(tracker, name))
+            out[name] = {"test_accuracy": r["test_accuracy"], "epochs": r["epochs"], "seconds": r["seconds"]}
+            tracker.log_metrics({f"{name}.test_accuracy": r["test_accuracy"]})
+            curves = plot_curves(r["history"], ["train_loss", "train_clip_acc"], plots / f"finetune_{name}.png",
+                                 f"fine-tune ({name})")
+            conf = plot_confusion(r["true"], r["pred"], names, plots / f"confusion_{name}.png")
+            for path in (curves, conf):
+                tracker.log_artifact(path)
+        write_json(metrics, out)
+        tracker.log_artifact(metrics)
+    return out
+
+
+class _Prefixed:
+    """Tracker view that prefixes metric names, so two fine-tunes share one run without clashing."""
+
+    def __init__(self, tracker: Any, prefix: str) -> None:
+        self.tracker, self.prefix = tracker, prefix
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.tracker.log_metrics({f"{self.prefix}.{k}": v for k, v in metrics.items()}, step=step)
+
+
+def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, features: Path) -> dict[str, float]:
+    """Retrieval top-k of one backbone (``weights`` None = random init with the pretraining seed)."""
+    from vidssl.data.clips import read_list
+    from vidssl.eval import save_features, topk_retrieval, video_features
+    from vidssl.methods.registry import build_method
+    from vidssl.train import build_model_backbone, clip_spec, device, load_backbone, seed_all
+
+    seed_all(cfg.seed)  # the same seed as pretraining, so random init is the pretraining's starting point
+    backbone = build_model_backbone(cfg)
+    if weights is not None:
+        load_backbone(backbone, weights)
+    train, test = read_list(lists_dir / "train.csv"), read_list(lists_dir / "test.csv")
+    method = build_method(cfg.pretrain.method, backbone, cfg, n_samples=len(train)).to(device())
+    r, spec = cfg.retrieve, clip_spec(cfg)
+    kw = dict(n_clips=r.clips, feature=r.feature, merged=r.merged, workers=r.workers)
+    g_feat, g_lab = video_features(method, train, spec, **kw)
+    q_feat, q_lab = video_features(method, test, spec, **kw)
+    save_features(features / "train.npz", g_feat, g_lab, [v.video_id for v in train])
+    save_features(features / "test.npz", q_feat, q_lab, [v.video_id for v in test])
+    return {f"top{k}": v for k, v in topk_retrieval(g_feat, g_lab, q_feat, q_lab, r.topk).items()}
+
+
+def run_retrieve(cfg: Params, lists_dir: Path, weights: Path, features: Path, metrics: Path) -> dict[str, Any]:
+    from vidssl.tracking import stage_run
+
+    params = flatten({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
+                      "retrieve": cfg.retrieve.model_dump()})
+    out: dict[str, Any] = {}
+    with stage_run("retrieve", params) as tracker:
+        for name, w in (("random_init", None), ("pretrained", weights)):
+            t0 = time.time()
+            out[name] = retrieval_scores(cfg, lists_dir, w, features / name)
+            out[name]["seconds"] = time.time() - t0
+            tracker.log_metrics({f"{name}.{k}": v for k, v in out[name].items()})
+        write_json(metrics, out)
+        tracker.log_artifact(metrics)
+    return out
+
+
+def results_table(pretrain: dict[str, Any], finetune: dict[str, Any], retrieve: dict[str, Any],
+                  ks: list[int]) -> str:
+    """The paper-style Markdown table: retrieval top-k and fine-tune accuracy, random init vs pretrained."""
+    head = "| backbone weights | " + " | ".join(f"top-{k}" for k in ks) + " | fine-tune acc |"
+    rows = [head, "|" + "---|" * (len(ks) + 2)]
+    for name in ("random_init", "pretrained"):
+        r = retrieve.get(name, {})
+        ft = finetune.get(name, {}).get("test_accuracy")
+        cells = [f"{100 * r[f'top{k}']:.1f}" if f"top{k}" in r else "–" for k in ks]
+        rows.append(f"| {name.replace('_', ' ')} | " + " | ".join(cells) + f" | {'–' if ft is None else f'{100*ft:.1f}'} |")
+    return "\n".join(rows)
+
+
+def run_evaluate(cfg: Params, metrics_dir: Path, report: Path, summary_path: Path) -> str:
+    """Summarise the stage metrics into ``summary_path`` (for `dvc metrics show`) and a Markdown report."""
+    load = lambda name: json.loads((metrics_dir / f"{name}.json").read_text())  # noqa: E731
+    pre, ft, ret = load("pretrain"), load("finetune"), load("retrieve")
+    gain = {f"top{k}": ret["pretrained"][f"top{k}"] - ret["random_init"][f"top{k}"] for k in cfg.retrieve.topk}
+    summary = {"retrieval": ret, "finetune": ft, "pretrain": pre, "retrieval_gain": gain}
+    write_json(summary_path, summary)
+    table = results_table(pre, ft, ret, cfg.retrieve.topk)
+    text = (f"# vidssl results\n\nMethod `{cfg.pretrain.method}` on backbone `{cfg.model.backbone}`, dataset "
+            f"`{cfg.data.dataset}` split {cfg.data.split}; seed {cfg.seed}.\n\n"
+            f"Retrieval: test videos query train videos, {cfg.retrieve.clips} clips per video averaged, cosine, "
+            f"feature `{cfg.retrieve.feature}`{' (merged views)' if cfg.retrieve.merged else ''} (VCOP/IIC "
+            f"protocol). Fine-tune: backbone + linear head, video accuracy = mean of {cfg.finetune.test_clips} "
+            f"clips' logits.\n\n{table}\n\nPretraining: {pre['epochs']} epochs, final loss {pre['final_loss']:.3f}, "
+            f"{pre['seconds']:.0f} s. Retrieval top-1 gain from pretraining: {100 * gain['top1']:+.1f} points.\n")
+    from vidssl.io import write_text
+
+    write_text(report, text)
+    return text

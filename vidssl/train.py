@@ -1,0 +1,242 @@
+"""Training loops: self-supervised pretraining and supervised fine-tuning, resumable per epoch."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from vidssl.checkpoint import Checkpointer, config_key, load_state_dict, save_state_dict
+from vidssl.config import Params
+from vidssl.data.clips import ClipDataset, ClipSpec, MultiClipDataset, read_list, to_float
+
+log = logging.getLogger(__name__)
+
+
+class Tracker(Protocol):
+    """What training reports to; ``vidssl.tracking`` implements it over MLflow."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+
+
+class NullTracker:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_all(seed: int) -> None:
+    """Seed every RNG training touches."""
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def make_loader(ds: Dataset, *, batch_size: int, workers: int, shuffle: bool, seed: int,
+                drop_last: bool = False) -> DataLoader:
+    """A DataLoader whose shuffling and per-worker augmentation RNG derive from ``seed`` alone."""
+    return DataLoader(
+        ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers,
+        generator=torch.Generator().manual_seed(seed), pin_memory=torch.cuda.is_available(),
+        worker_init_fn=_worker_init if workers else None,
+    )
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers only decode and crop; leave the cores to the model
+
+
+def clip_spec(cfg: Params) -> ClipSpec:
+    return ClipSpec(**cfg.clip.model_dump())
+
+
+def build_model_backbone(cfg: Params) -> nn.Module:
+    from vidssl.models import build_backbone
+
+    kwargs = {"width": cfg.model.width} if cfg.model.backbone == "tiny" else {}
+    return build_backbone(cfg.model.backbone, **kwargs)
+
+
+def run_epochs(
+    *, epochs: int, ckpt: Checkpointer, modules: dict[str, Any], step_epoch: Callable[[int], dict[str, float]],
+    tracker: Tracker,
+) -> list[dict[str, float]]:
+    """Run epochs from the last checkpoint on; save all ``modules`` state after every epoch."""
+    history: list[dict[str, float]] = []
+    start = 0
+    state = ckpt.load()
+    if state is not None:
+        for name, module in modules.items():
+            module.load_state_dict(state[name])
+        history, start = list(state["history"]), int(state["epoch"])
+        log.info("resuming from %s at epoch %d", ckpt.path, start)
+    for epoch in range(start, epochs):
+        t0 = time.time()
+        metrics = step_epoch(epoch)
+        metrics["epoch_seconds"] = time.time() - t0
+        history.append(metrics)
+        tracker.log_metrics(metrics, step=epoch)
+        log.info("epoch %d/%d %s", epoch + 1, epochs, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        ckpt.save(epoch + 1, history=history, **{n: m.state_dict() for n, m in modules.items()})
+    return history
+
+
+# ---------------------------------------------------------------- pretraining
+
+
+def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
+             tracker: Tracker | None = None) -> dict[str, Any]:
+    """Self-supervised pretraining of ``cfg.model.backbone`` with ``cfg.pretrain.method``.
+
+    Writes ``out_dir/backbone.pt`` and returns summary metrics; resumes from ``persist_dir/last.pt``.
+    """
+    from vidssl.methods.registry import build_method
+
+    tracker = tracker or NullTracker()
+    seed_all(cfg.seed)
+    list_path = Path(lists_dir) / "pretrain.csv"
+    ds = ClipDataset(read_list(list_path), clip_spec(cfg))
+    if len(ds) < cfg.pretrain.batch_size:
+        raise ValueError(f"{list_path}: {len(ds)} videos, fewer than pretrain.batch_size={cfg.pretrain.batch_size}")
+    dev = device()
+    method = build_method(cfg.pretrain.method, build_model_backbone(cfg), cfg, n_samples=len(ds)).to(dev)
+    p = cfg.pretrain
+    opt = torch.optim.SGD(method.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=p.milestones, gamma=p.gamma)
+    key = config_key({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
+                      "pretrain": p.model_dump(), "list": file_digest(list_path)})
+
+    def step_epoch(epoch: int) -> dict[str, float]:
+        method.train()
+        sums: dict[str, float] = {}
+        n = 0
+        loader = make_loader(ds, batch_size=p.batch_size, workers=p.workers, shuffle=True,
+                             seed=cfg.seed * 1000 + epoch, drop_last=True)
+        for batch in loader:
+            clips, labels, index = batch
+            batch = (to_float(clips.to(dev, non_blocking=True)), labels.to(dev), index.to(dev))
+            loss, terms = method.training_step(batch, epoch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            method.on_step_end()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+        sched.step()
+        return {**{k: v / max(n, 1) for k, v in sums.items()}, "lr": opt.param_groups[0]["lr"]}
+
+    t0 = time.time()
+    history = run_epochs(epochs=p.epochs, ckpt=Checkpointer(persist_dir, key),
+                         modules={"method": method, "optimizer": opt, "scheduler": sched},
+                         step_epoch=step_epoch, tracker=tracker)
+    save_state_dict(Path(out_dir) / "backbone.pt", {"backbone": method.backbone.state_dict(),
+                                                    "name": cfg.model.backbone})
+    return {"epochs": len(history), "final_loss": history[-1]["loss"], "seconds": time.time() - t0,
+            "history": history}
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+
+class Classifier(nn.Module):
+    """Backbone + linear head on the pooled feature (IIC: Linear(512, C))."""
+
+    def __init__(self, backbone: nn.Module, n_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.out_dim, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.backbone(x)))
+
+
+def load_backbone(backbone: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load pretrained weights strictly: IIC's strict=False silently left models at random init (§2(g))."""
+    state = load_state_dict(path)
+    backbone.load_state_dict(state["backbone"], strict=True)
+
+
+def n_classes_of(lists_dir: Path) -> int:
+    path = Path(lists_dir) / "classes.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: class index not found; run `vidssl lists` first")
+    return sum(1 for _ in path.open(encoding="utf-8")) - 1
+
+
+@torch.no_grad()
+def evaluate_videos(model: nn.Module, ds: MultiClipDataset, *, batch_size: int, workers: int) -> dict[str, Any]:
+    """Video-level accuracy: logits averaged over each video's clips (IIC protocol, METHODS.md §1.3)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    preds, labels = [], []
+    for clips, label, _ in make_loader(ds, batch_size=batch_size, workers=workers, shuffle=False, seed=0):
+        b, n = clips.shape[:2]
+        logits = model(to_float(clips.flatten(0, 1).to(dev))).view(b, n, -1).mean(1)
+        preds.append(logits.argmax(1).cpu())
+        labels.append(label)
+    pred, true = torch.cat(preds).numpy(), torch.cat(labels).numpy()
+    return {"accuracy": float((pred == true).mean()), "pred": pred.tolist(), "true": true.tolist()}
+
+
+def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path, out_dir: Path,
+             tracker: Tracker | None = None) -> dict[str, Any]:
+    """Fine-tune backbone + linear head on train.csv, test on test.csv (mean over clips)."""
+    tracker = tracker or NullTracker()
+    seed_all(cfg.seed)
+    lists_dir, f = Path(lists_dir), cfg.finetune
+    spec = clip_spec(cfg)
+    train_ds = ClipDataset(read_list(lists_dir / "train.csv"), spec)
+    model = Classifier(build_model_backbone(cfg), n_classes_of(lists_dir))
+    if init is not None:
+        load_backbone(model.backbone, init)
+    dev = device()
+    model.to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=f.epochs)
+    key = config_key({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
+                      "finetune": f.model_dump(), "list": file_digest(lists_dir / "train.csv"),
+                      "init": file_digest(init) if init else None})
+
+    def step_epoch(epoch: int) -> dict[str, float]:
+        model.train()
+        tot_loss, correct, seen = 0.0, 0, 0
+        for clips, label, _ in make_loader(train_ds, batch_size=f.batch_size, workers=f.workers, shuffle=True,
+                                           seed=cfg.seed * 1000 + epoch):
+            clips, label = to_float(clips.to(dev, non_blocking=True)), label.to(dev)
+            logits = model(clips)
+            loss = F.cross_entropy(logits, label)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot_loss += loss.item() * len(label)
+            correct += int((logits.argmax(1) == label).sum())
+            seen += len(label)
+        sched.step()
+        return {"train_loss": tot_loss / seen, "train_clip_acc": correct / seen, "lr": opt.param_groups[0]["lr"]}
+
+    t0 = time.time()
+    history = run_epochs(epochs=f.epochs, ckpt=Checkpointer(persist_dir, key),
+                         modules={"model": model, "optimizer": opt, "scheduler": sched},
+                         step_epoch=step_epoch, tracker=tracker)
+    test_ds = MultiClipDataset(read_list(lists_dir / "test.csv"), spec, f.test_clips)
+    result = evaluate_videos(model, test_ds, batch_size=max(1, f.batch_size // f.test_clips), workers=f.workers)
+    save_state_dict(Path(out_dir) / "classifier.pt", {"model": model.state_dict(), "name": cfg.model.backbone})
+    return {"test_accuracy": result["accuracy"], "pred": result["pred"], "true": result["true"],
+            "epochs": len(history), "seconds": time.time() - t0, "history": history}
