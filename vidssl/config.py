@@ -10,11 +10,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+from vidssl.params_base import Section as _Section
 
 
 class DataParams(_Section):
@@ -75,10 +73,12 @@ class IICParams(_Section):
     nce_k: int = Field(1024, ge=1)
     nce_t: float = Field(0.07, gt=0)
     nce_m: float = Field(0.5, ge=0, le=1)
+    normalize: bool = False
 
 
 class PretrainParams(_Section):
     method: str = "iic"
+    optimizer: Literal["sgd", "adam"] = "sgd"
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(16, ge=2)
     lr: float = Field(0.01, gt=0)

@@ -47,6 +47,18 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def move_batch(batch: Any, dev: torch.device) -> Any:
+    """Move a (nested) batch to ``dev``; uint8 clip tensors (5-D and up) become float in [0, 1] there."""
+    if torch.is_tensor(batch):
+        batch = batch.to(dev, non_blocking=True)
+        return to_float(batch) if batch.dim() >= 5 else batch
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_batch(b, dev) for b in batch)
+    if isinstance(batch, dict):
+        return {k: move_batch(v, dev) for k, v in batch.items()}
+    return batch
+
+
 def make_loader(ds: Dataset, *, batch_size: int, workers: int, shuffle: bool, seed: int,
                 drop_last: bool = False) -> DataLoader:
     """A DataLoader whose shuffling and per-worker augmentation RNG derive from ``seed`` alone."""
@@ -110,13 +122,19 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
     tracker = tracker or NullTracker()
     seed_all(cfg.seed)
     list_path = Path(lists_dir) / "pretrain.csv"
-    ds = ClipDataset(read_list(list_path), clip_spec(cfg))
-    if len(ds) < cfg.pretrain.batch_size:
-        raise ValueError(f"{list_path}: {len(ds)} videos, fewer than pretrain.batch_size={cfg.pretrain.batch_size}")
+    records = read_list(list_path)
+    if len(records) < cfg.pretrain.batch_size:
+        raise ValueError(f"{list_path}: {len(records)} videos, fewer than pretrain.batch_size="
+                         f"{cfg.pretrain.batch_size}; lower pretrain.batch_size or add videos")
     dev = device()
-    method = build_method(cfg.pretrain.method, build_model_backbone(cfg), cfg, n_samples=len(ds)).to(dev)
+    method = build_method(cfg.pretrain.method, build_model_backbone(cfg), cfg, n_samples=len(records)).to(dev)
+    ds = method.make_dataset(records, clip_spec(cfg), cfg)
     p = cfg.pretrain
-    opt = torch.optim.SGD(method.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    params = [q for q in method.parameters() if q.requires_grad]  # EMA key encoders are not optimised
+    if p.optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=p.milestones, gamma=p.gamma)
     key = config_key({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
                       "pretrain": p.model_dump(), "list": file_digest(list_path)})
@@ -128,8 +146,7 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
         loader = make_loader(ds, batch_size=p.batch_size, workers=p.workers, shuffle=True,
                              seed=cfg.seed * 1000 + epoch, drop_last=True)
         for batch in loader:
-            clips, labels, index = batch
-            batch = (to_float(clips.to(dev, non_blocking=True)), labels.to(dev), index.to(dev))
+            batch = move_batch(batch, dev)
             loss, terms = method.training_step(batch, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()

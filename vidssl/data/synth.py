@@ -112,17 +112,17 @@ def sample_track(class_name: str, rng: np.random.Generator, size: int, frames: i
     angle = np.full(frames, rng.uniform(0, 2 * math.pi))
     if kind == "scale":
         span = rng.uniform(0.7, 1.2)  # log of the size ratio between first and last frame
-        lo, hi = math.log(0.06 * size), math.log(0.30 * size)
+        lo, hi = math.log(0.08 * size), math.log(0.36 * size)
         radius = np.exp(rng.uniform(lo + span / 2, hi - span / 2) + sign[0] * span * t / steps)
     else:
-        radius = np.full(frames, rng.uniform(0.10, 0.16) * size)
+        radius = np.full(frames, rng.uniform(0.15, 0.21) * size)
     if kind == "rotate":
         angle = angle + sign[0] * math.radians(rng.uniform(3.0, 6.0)) * t
     direction = np.array(sign if kind == "move" else (0.0, 0.0), dtype=np.float64)
     direction /= max(float(np.linalg.norm(direction)), 1.0)  # diagonals move at the same speed
     margin = radius.max() + 1
     # Cap the speed so the whole path fits inside the frame with the object fully visible.
-    cap = (size - 2 * margin) / steps / max(np.abs(direction).max(), 1e-9)
+    cap = (size - 2 * margin) / steps / max(np.abs(direction).max(), 1e-9) * (1 - 1e-9)
     velocity = direction * min(rng.uniform(0.8, 1.6) * size / 96, cap)
     half = np.abs(velocity) * steps / 2
     cx = rng.uniform(margin + half[0], size - margin - half[0])

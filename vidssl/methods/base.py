@@ -6,11 +6,17 @@ logging live in ``vidssl.train`` so this base stays small (STYLE.md rule 2).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from vidssl.config import Params
+    from vidssl.data.clips import ClipSpec, VideoRecord
 
 Batch = tuple[Any, ...]
 
@@ -36,6 +42,22 @@ class Method(nn.Module):
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
+
+    @classmethod
+    def from_config(cls, backbone: nn.Module, cfg: "Params", *, n_samples: int) -> "Method":
+        """Build from the typed params (each method reads its own section)."""
+        raise NotImplementedError(f"{cls.__name__} does not define from_config")
+
+    @classmethod
+    def make_dataset(cls, records: Sequence["VideoRecord"], spec: "ClipSpec", cfg: "Params") -> "Dataset":
+        """The pretraining dataset; default: one random clip per video, yielding (clip, label, index).
+
+        Methods that need several clips or views per sample override this; clips come out uint8 and the
+        training loop moves every uint8 5-D tensor to the device as float in [0, 1] before training_step.
+        """
+        from vidssl.data.clips import ClipDataset
+
+        return ClipDataset(records, spec)
 
     def training_step(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the loss to minimise and the named terms to log."""

@@ -19,6 +19,4 @@ def build_method(name: str, backbone: nn.Module, cfg: "Params", *, n_samples: in
     """Instantiate method ``name`` over ``backbone`` with its section of the params."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
-    if name == "iic":
-        return IIC(backbone, n_samples=n_samples, seed=cfg.seed, **cfg.pretrain.iic.model_dump())
-    raise AssertionError(f"method {name!r} is registered but has no builder")
+    return METHODS[name].from_config(backbone, cfg, n_samples=n_samples)

@@ -36,3 +36,23 @@ def shuffle_chunks(x: torch.Tensor, chunks: int = 4, generator: torch.Generator 
         out[i, :, a * size : (a + 1) * size] = x[i, :, c * size : (c + 1) * size]
         out[i, :, c * size : (c + 1) * size] = x[i, :, a * size : (a + 1) * size]
     return out
+
+
+def be_mix(x: torch.Tensor, lam: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """BE's background-erasing blend x̃_t = (1-λ)·x_t + λ·x_r for every t (METHODS.md §4(a)).
+
+    r is one random frame index per clip, so the same static frame is added to every frame: a static
+    background stays static while the motion is kept; the method draws λ ~ U(0, λmax) once per batch.
+
+    Args:
+        x: B×C×T×H×W float clips.
+        lam: the blend weight λ of the static frame (0 returns ``x`` unchanged).
+        generator: RNG for the frame indices (CPU generator; indices are moved to ``x``'s device).
+
+    Returns:
+        Mixed clips, same shape and dtype as ``x``.
+    """
+    b, _, t = x.shape[:3]
+    pick = torch.randint(0, t, (b,), generator=generator).to(x.device)
+    static = x[torch.arange(b, device=x.device), :, pick].unsqueeze(2)  # B×C×1×H×W
+    return (1.0 - lam) * x + lam * static

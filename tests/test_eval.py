@@ -1,0 +1,79 @@
+"""Retrieval: cosine ranking, top-k hits, feature pooling and clip averaging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidssl.data.clips import ClipSpec, read_list
+from vidssl.eval import cosine_similarity, save_features, topk_retrieval, video_features
+from vidssl.methods.base import pool_feature
+
+
+def test_topk_on_a_hand_made_example() -> None:
+    gallery = np.array([[1, 0], [0, 1], [1, 1], [-1, 0]], dtype=float)
+    g_labels = np.array([0, 1, 2, 3])
+    queries = np.array([[1, 0.1], [0.1, 1], [-1, -0.2]])
+    q_labels = np.array([2, 1, 0])
+    # query 0 ranks gallery 0, 2, 1, 3 -> label 2 found at rank 2; query 1 finds label 1 at rank 1;
+    # query 2 ranks 3, 1, 2, 0 (cosines -0.98 ... ) -> label 0 at rank 4.
+    acc = topk_retrieval(gallery, g_labels, queries, q_labels, [1, 2, 3, 4, 50])
+    assert acc == {1: 1 / 3, 2: 2 / 3, 3: 2 / 3, 4: 1.0, 50: 1.0}
+
+
+def test_cosine_is_scale_free_and_symmetric() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 7)), rng.normal(size=(6, 7))
+    s = cosine_similarity(a, b)
+    assert np.allclose(s, cosine_similarity(3 * a, 0.5 * b))
+    assert np.allclose(s, cosine_similarity(b, a).T)
+    assert np.allclose(np.diag(cosine_similarity(a, a)), 1)
+    assert np.all(cosine_similarity(np.zeros((1, 7)), b) == 0)
+
+
+def test_retrieval_matches_a_brute_force_reference() -> None:
+    rng = np.random.default_rng(1)
+    g, q = rng.normal(size=(30, 8)), rng.normal(size=(12, 8))
+    gl, ql = rng.integers(0, 4, 30), rng.integers(0, 4, 12)
+    acc = topk_retrieval(g, gl, q, ql, [1, 5])
+    for k in (1, 5):
+        hits = 0
+        for i in range(len(q)):
+            d = [1 - g[j] @ q[i] / np.linalg.norm(g[j]) / np.linalg.norm(q[i]) for j in range(len(g))]
+            hits += ql[i] in gl[np.argsort(d, kind="stable")[:k]]
+        assert acc[k] == hits / len(q)
+
+
+def test_iic_pool_feature_is_9216_for_r3d_at_16x112() -> None:
+    fmap = torch.rand(2, 512, 2, 7, 7)  # R3D conv5 at 16x112x112
+    assert pool_feature(fmap, "pool").shape == (2, 9216)
+    assert torch.allclose(pool_feature(fmap, "gap"), fmap.mean(dim=(2, 3, 4)))
+
+
+class _Probe(torch.nn.Module):
+    """A method stand-in whose feature is each clip's mean intensity, so averages are easy to check."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def embed(self, clips: torch.Tensor, feature: str, merged: bool) -> torch.Tensor:
+        return clips.mean(dim=(1, 2, 3, 4))[:, None] * self.w
+
+
+def test_video_feature_is_the_mean_over_clips(tiny_lists: Path, tmp_path: Path) -> None:
+    records = read_list(tiny_lists / "test.csv")
+    spec = ClipSpec(frames=8, stride=1, resize=40, crop=32)
+    feats, labels = video_features(_Probe(), records, spec, n_clips=4, feature="gap", merged=False, batch_size=3)
+    from vidssl.data.clips import MultiClipDataset, to_float
+
+    ds = MultiClipDataset(records, spec, 4)
+    for i in range(len(records)):
+        clips, label, _ = ds[i]
+        assert np.isclose(feats[i, 0], to_float(clips).mean(dim=(1, 2, 3, 4)).mean().item(), atol=1e-6)
+        assert labels[i] == label
+    save_features(tmp_path / "f.npz", feats, labels, [r.video_id for r in records])
+    back = np.load(tmp_path / "f.npz")
+    assert np.array_equal(back["features"], feats) and list(back["video_ids"]) == [r.video_id for r in records]

@@ -1,0 +1,83 @@
+"""Training loops: resumable pretraining, strict weight loading, fine-tune evaluation, safe checkpoints."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidssl.checkpoint import Checkpointer, load_state_dict
+from vidssl.config import Params, parse_params
+from vidssl.train import Classifier, build_model_backbone, finetune, load_backbone, pretrain
+
+
+def tiny_cfg(**over: dict) -> Params:
+    raw = {
+        "seed": 7,
+        "model": {"backbone": "tiny", "width": 4},
+        "clip": {"frames": 8, "stride": 2, "resize": 40, "crop": 32},
+        "pretrain": {"epochs": 2, "batch_size": 4, "workers": 0, "lr": 0.01, "iic": {"nce_k": 4}},
+        "finetune": {"epochs": 1, "batch_size": 4, "workers": 0, "test_clips": 2},
+    }
+    for section, values in over.items():
+        raw.setdefault(section, {}).update(values)
+    return parse_params(raw)
+
+
+def test_resumed_pretraining_equals_an_uninterrupted_run(tiny_lists: Path, tmp_path: Path) -> None:
+    straight = pretrain(tiny_cfg(), tiny_lists, tmp_path / "s_state", tmp_path / "s_out")
+    # Interrupted after one epoch, then run again asking for two: it must pick up at epoch 2.
+    pretrain(tiny_cfg(pretrain={"epochs": 1}), tiny_lists, tmp_path / "r_state", tmp_path / "r_out")
+    assert load_state_dict(tmp_path / "r_state" / "last.pt")["epoch"] == 1
+    resumed = pretrain(tiny_cfg(), tiny_lists, tmp_path / "r_state", tmp_path / "r_out")
+    assert resumed["epochs"] == 2
+    assert [h["loss"] for h in resumed["history"]] == pytest.approx([h["loss"] for h in straight["history"]])
+    a = load_state_dict(tmp_path / "s_out" / "backbone.pt")["backbone"]
+    b = load_state_dict(tmp_path / "r_out" / "backbone.pt")["backbone"]
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in straight["history"])
+
+
+def test_checkpoints_resume_only_for_the_same_settings(tmp_path: Path) -> None:
+    ck = Checkpointer(tmp_path, key="abc")
+    ck.save(3, history=[], w=torch.ones(2))
+    assert Checkpointer(tmp_path, key="abc").load()["epoch"] == 3
+    assert Checkpointer(tmp_path, key="other").load() is None
+    (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
+    assert Checkpointer(tmp_path, key="abc").load() is None
+
+
+def test_checkpoints_refuse_pickled_code(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):  # noqa: ANN204
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"backbone": Evil()}))
+    with pytest.raises(Exception):
+        load_state_dict(path)
+
+
+def test_finetune_loads_pretrained_weights_strictly(tiny_lists: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg()
+    pretrain(cfg, tiny_lists, tmp_path / "state", tmp_path / "pre")
+    weights = tmp_path / "pre" / "backbone.pt"
+    model = Classifier(build_model_backbone(cfg), 2)
+    load_backbone(model.backbone, weights)
+    saved = load_state_dict(weights)["backbone"]
+    assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in saved.items())
+    # A backbone of another shape must fail loudly (IIC's strict=False silently kept random weights).
+    other = Classifier(build_model_backbone(tiny_cfg(model={"width": 8})), 2)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        load_backbone(other.backbone, weights)
+    result = finetune(cfg, tiny_lists, weights, tmp_path / "ft_state", tmp_path / "ft")
+    assert 0.0 <= result["test_accuracy"] <= 1.0
+    assert len(result["pred"]) == len(result["true"]) == 4
+    assert (tmp_path / "ft" / "classifier.pt").is_file()
+
+
+def test_too_few_videos_for_a_batch_is_a_clear_error(tiny_lists: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="pretrain.batch_size"):
+        pretrain(tiny_cfg(pretrain={"batch_size": 64}), tiny_lists, tmp_path / "s", tmp_path / "o")

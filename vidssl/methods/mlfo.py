@@ -1,0 +1,293 @@
+"""MLFO: multi-level feature optimisation (Qian et al., ICCV'21), as specified in METHODS.md §5.
+
+Each video gives two consecutive clips and a "global" clip at twice the rate covering both. Three levels of
+the backbone are trained at once: the last stage (high) by instance contrast, prototype swapping (SwAV-style
+Sinkhorn codes) and, from epoch ``split``, a graph constraint; two intermediate stages (mid, low) pass through
+motion-excitation blocks and are contrasted with their own time-reversed copies as hard negatives. Every level
+also matches the local clips' time steps to the global clip's (timestamp matching).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidssl.data.augment import AugmentSpec, augment_clip
+from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, _sample_rng
+from vidssl.methods.base import Batch, Method
+from vidssl.methods.distributed import gather_with_grad
+from vidssl.methods.losses import multi_positive_info_nce
+from vidssl.methods.mlfo_heads import LevelHeads, LogitQueue, MEBlock, pool_steps, stage_channels
+from vidssl.methods.params_mlfo import MLFOParams
+from vidssl.models.heads import ProjectionHead
+
+if TYPE_CHECKING:
+    from vidssl.config import Params
+
+# Time steps each level is pooled to (what 16-frame clips give R3D: layer4 T=2, layer3 T=4, layer2 T=8).
+HIGH_STEPS, MID_STEPS, LOW_STEPS = 2, 4, 8
+
+# ---------------------------------------------------------------- sampling
+
+
+def mlfo_indices(n_frames: int, frames: int, max_rate: float, rng: np.random.Generator) -> list[int]:
+    """2·``frames`` indices ``round(start + r·i)`` at a random rate r ~ U[1, min(max_rate, F / 2T)] (≥ 1).
+
+    The start is uniform over the positions where the span fits; indices are clamped to the video so a video
+    shorter than 2T frames repeats its last frame.
+    """
+    n = 2 * frames
+    rate = float(rng.uniform(1.0, max(1.0, min(max_rate, n_frames / n))))
+    start = int(rng.integers(0, max(int(n_frames - rate * n), 0) + 1))
+    idx = np.minimum(np.round(start + rate * np.arange(n)), n_frames - 1)
+    return [int(i) for i in idx]
+
+
+def split_clips(video: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """3×2T×H×W -> (clip1 = steps 0..T-1, clip2 = steps T..2T-1, global = every other step)."""
+    return video[:, :frames], video[:, frames:], video[:, ::2]
+
+
+def mlfo_augment_spec(crop: int) -> AugmentSpec:
+    """MLFO's per-clip augmentation: RandomResizedCrop (area 0.5–1, aspect 3/4–4/3) and flip consistent within
+    the clip; per-frame ColorJitter(0.5, 0.5, 0.5, 0.25) always and per-frame grayscale with p = 0.5."""
+    return AugmentSpec(
+        crop=crop,
+        scale=(0.5, 1.0),
+        ratio=(3 / 4, 4 / 3),
+        flip=True,
+        jitter=(0.5, 0.5, 0.5, 0.25),
+        jitter_p=1.0,
+        grayscale_p=0.5,
+        per_frame_color=True,
+    )
+
+
+class MLFODataset(ClipDataset):
+    """Yields (clip1, clip2, global, label, index); clips are uint8 3×T×S×S, each augmented independently.
+
+    ``spec.stride`` is not used: MLFO draws its own rate per sample (``rate`` is the upper bound).
+    """
+
+    def __init__(self, records: Sequence[VideoRecord], spec: ClipSpec, *, rate: float = 3.0) -> None:
+        super().__init__(records, spec)
+        self.rate = rate
+        self.augment_spec = mlfo_augment_spec(spec.crop)
+
+    def _augment(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        return augment_clip(clip, self.augment_spec, rng).contiguous()
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+        rng = _sample_rng()
+        rec, t = self.records[index], self.spec.frames
+        video = self.load(index, mlfo_indices(rec.n_frames, t, self.rate, rng))
+        clip1, clip2, glob = (self._augment(c, rng) for c in split_clips(video, t))
+        return clip1, clip2, glob, rec.label, index
+
+
+# ---------------------------------------------------------------- losses (pure functions of tensors)
+
+
+def timestamp_matching_loss(
+    local1: torch.Tensor, local2: torch.Tensor, glob: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Local↔global timestamp matching (L_fine / L_fmid / L_flow).
+
+    Each local clip (B×D×t) is pooled to t/2 steps and the two are concatenated in time, so step j covers the
+    same frames as step j of the global clip (B×D×t, twice the rate). Step j must pick step j of the other
+    side among its t steps: cross-entropy over t, local→global and global→local, averaged.
+
+    Raises:
+        ValueError: if t is odd or the shapes differ.
+    """
+    t = glob.shape[-1]
+    if t % 2 or local1.shape != glob.shape or local2.shape != glob.shape:
+        raise ValueError(
+            f"timestamp matching needs equal B×D×t inputs with even t, got "
+            f"{tuple(local1.shape)}, {tuple(local2.shape)}, {tuple(glob.shape)}"
+        )
+    local = torch.cat([F.adaptive_avg_pool1d(local1, t // 2), F.adaptive_avg_pool1d(local2, t // 2)], dim=-1)
+    sim = torch.einsum("bdm,bdn->bmn", F.normalize(local, dim=1), F.normalize(glob, dim=1)) / temperature
+    target = torch.arange(t, device=glob.device).repeat(glob.shape[0])
+    l2g = F.cross_entropy(sim.reshape(-1, t), target)
+    g2l = F.cross_entropy(sim.transpose(1, 2).reshape(-1, t), target)
+    return (l2g + g2l) / 2
+
+
+def clip_contrast(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float,
+    reversed_: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Multi-positive InfoNCE over both clips of B videos (B×D each, L2-normalised).
+
+    A row's positive is the other clip of its video, its negatives every clip of the other videos, plus, when
+    ``reversed_`` = (time-reversed clip1, clip2) embeddings is given, its own video's two reversed clips.
+    """
+    b = z1.shape[0]
+    labels = torch.arange(b, device=z1.device).repeat(2)
+    extra = None if reversed_ is None else torch.stack(reversed_, dim=1).repeat(2, 1, 1)
+    return multi_positive_info_nce(torch.cat([z1, z2]), labels, temperature, extra)
+
+
+def swapped_prototype_loss(
+    l1: torch.Tensor, l2: torch.Tensor, q_s: torch.Tensor, q_t: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """L_sd = -½ mean_b[Σ_k q_t log softmax(ℓ₁/T) + Σ_k q_s log softmax(ℓ₂/T)]; all B×K (codes: no grad)."""
+    ce1 = (q_t * F.log_softmax(l1 / temperature, dim=1)).sum(dim=1)
+    ce2 = (q_s * F.log_softmax(l2 / temperature, dim=1)).sum(dim=1)
+    return -0.5 * (ce1 + ce2).mean()
+
+
+@torch.no_grad()
+def graph_target(instance: torch.Tensor, labels: torch.Tensor, thres: float) -> torch.Tensor:
+    """G = rownorm(G_ins ⊙ G_sem), no gradient.
+
+    Args:
+        instance: B×B G_ins = row-softmax(z¹z²ᵀ/τ); entries below ``thres`` are zeroed, the diagonal kept.
+        labels: (B,) cluster of each video (argmax of q_s + q_t); G_sem[i, j] = [labels_i == labels_j].
+        thres: sparsification threshold.
+    """
+    g = instance.detach().clone()
+    diag = g.diagonal().clone()
+    g[g < thres] = 0
+    g.diagonal().copy_(diag)
+    g = g * (labels.view(-1, 1) == labels.view(1, -1))
+    return g / g.sum(dim=1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
+
+
+def graph_loss(g1: torch.Tensor, g2: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """mean_ij -G_ij log softmax_j(<g¹_i, g²_j>/τ) for L2-normalised B×D graph-head embeddings."""
+    return -(target * F.log_softmax(g1 @ g2.T / temperature, dim=1)).mean()
+
+
+# ---------------------------------------------------------------- the method
+
+
+class MLFO(Method):
+    """MLFO over any backbone with ``forward_stages`` (R3D: low = layer2, mid = layer3, high = last)."""
+
+    name = "mlfo"
+
+    def __init__(self, backbone: torch.nn.Module, *, params: MLFOParams | None = None) -> None:
+        super().__init__(backbone)
+        p = self.p = params or MLFOParams()
+        self.high_stage = backbone.stage_names[-1]
+        ch = stage_channels(backbone, [p.low_stage, p.mid_stage, self.high_stage])
+        self.me_low = MEBlock(ch[p.low_stage], p.reduction)
+        self.me_mid = MEBlock(ch[p.mid_stage], p.reduction)
+        self.high = LevelHeads(ch[self.high_stage], p.dim)
+        self.mid = LevelHeads(ch[p.mid_stage], p.dim)
+        self.low = LevelHeads(ch[p.low_stage], p.dim)
+        c = ch[self.high_stage]
+        self.project_global = ProjectionHead(c, c, p.dim, bn=True, normalize=True)
+        self.prototype = torch.nn.Linear(p.dim, p.cluster, bias=False)
+        self.queue = LogitQueue(p.queue_size, p.cluster)
+
+    @classmethod
+    def from_config(cls, backbone: torch.nn.Module, cfg: Params, *, n_samples: int) -> MLFO:
+        return cls(backbone, params=getattr(cfg.pretrain, "mlfo", None) or MLFOParams())
+
+    @classmethod
+    def make_dataset(cls, records: Sequence[VideoRecord], spec: ClipSpec, cfg: Params) -> MLFODataset:
+        p = getattr(cfg.pretrain, "mlfo", None) or MLFOParams()
+        return MLFODataset(records, spec, rate=p.rate)
+
+    def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-level step sequences of N stacked clips: high N×C×2; mid, low 2N×C×{4, 8} (originals first,
+        then the same maps reversed in time; the ME blocks see both in one batch, as in the paper)."""
+        maps = self.backbone.forward_stages(x)
+        low, mid = maps[self.p.low_stage], maps[self.p.mid_stage]
+        return {
+            "high": pool_steps(maps[self.high_stage], HIGH_STEPS),
+            "mid": pool_steps(self.me_mid(torch.cat([mid, mid.flip(2)])), MID_STEPS),
+            "low": pool_steps(self.me_low(torch.cat([low, low.flip(2)])), LOW_STEPS),
+        }
+
+    @torch.no_grad()
+    def normalize_prototypes(self) -> None:
+        """Project every prototype row back onto the unit sphere (done before every step)."""
+        w = self.prototype.weight
+        w.copy_(F.normalize(w, dim=1))
+
+    def _prototype_logits(self, high: torch.Tensor, b: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # The head's BN sees all three clips (as in the paper); only the two local clips get prototypes.
+        g = self.project_global(high.mean(dim=2))[: 2 * b]
+        w = self.prototype.weight
+        # Frozen prototypes get no gradient, so the optimiser leaves them as they are (paper: epoch 0).
+        if epoch < self.p.freeze_prototype_epochs:
+            w = w.detach()
+        logits = g @ w.T
+        return gather_with_grad(logits[:b]), gather_with_grad(logits[b:])
+
+    def _pair(self, z: torch.Tensor, b: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gathered, L2-normalised (clip1, clip2) rows of stacked N×D embeddings, from row ``offset`` on."""
+        z = F.normalize(z, dim=1)
+        return gather_with_grad(z[offset : offset + b]), gather_with_grad(z[offset + b : offset + 2 * b])
+
+    def _level_terms(self, seq: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tensor]:
+        """L_high, L_fine; per intermediate level, reversed-negative contrast and timestamp matching."""
+        tau = self.p.temperature
+        terms = {"high": clip_contrast(*self._pair(self.high.project(seq["high"]).mean(dim=2), b), tau)}
+        terms["fine"] = timestamp_matching_loss(*self.high.fine(seq["high"]).split(b), tau)
+        for level, heads in (("mid", self.mid), ("low", self.low)):
+            z = heads.project(seq[level]).mean(dim=2)  # 6B rows: 3 clips, then their time-reversed copies
+            terms[level] = clip_contrast(*self._pair(z, b), tau, reversed_=self._pair(z, b, offset=3 * b))
+            terms[f"f{level}"] = timestamp_matching_loss(*heads.fine(seq[level][: 3 * b]).split(b), tau)
+        return terms
+
+    def _graph_terms(
+        self, seq: dict[str, torch.Tensor], b: int, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The graph constraint on the three graph heads, against one stop-gradient target G."""
+        tau, p = self.p.temperature, self.p
+        with torch.no_grad():
+            z1, z2 = self._pair(self.high.project(seq["high"]).mean(dim=2), b)
+            target = graph_target(torch.softmax(z1 @ z2.T / tau, dim=1), labels, p.thres)
+        terms = {
+            f"graph_{level}": graph_loss(
+                *self._pair(heads.graph(seq[level][: 2 * b]).mean(dim=2), b), target, tau
+            )
+            for level, heads in (("high", self.high), ("mid", self.mid), ("low", self.low))
+        }
+        terms["graph"] = (
+            terms["graph_high"] + p.graph_mid * terms["graph_mid"] + p.graph_low * terms["graph_low"]
+        )
+        return terms
+
+    def training_step(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        clip1, clip2, glob = batch[:3]
+        b, p = clip1.shape[0], self.p
+        self.normalize_prototypes()
+        seq = self.encode(torch.cat([clip1, clip2, glob]))
+        terms = self._level_terms(seq, b)
+        l1, l2 = self._prototype_logits(seq["high"], b, epoch)
+        q_s, q_t = self.queue.codes(
+            l1.detach(),
+            l2.detach(),
+            use_queue=epoch >= p.queue_start,
+            epsilon=p.epsilon,
+            iterations=p.sinkhorn_iters,
+        )
+        terms["sd"] = swapped_prototype_loss(l1, l2, q_s, q_t, p.proto_temperature)
+        loss = (
+            terms["high"]
+            + terms["fine"]
+            + p.w_mid * (terms["mid"] + terms["fmid"])
+            + p.w_low * (terms["low"] + terms["flow"])
+            + p.w_sd * terms["sd"]
+        )
+        labels = (q_s + q_t).argmax(dim=1)
+        if epoch >= p.split:
+            terms.update(self._graph_terms(seq, b, labels))
+            loss = loss + p.w_graph * terms["graph"]
+        names = ["loss", *(f"loss_{k}" for k in terms)]
+        values = torch.stack([loss.detach(), *(v.detach() for v in terms.values())]).tolist()  # one sync
+        logged = dict(zip(names, values, strict=True))
+        logged["clusters"] = float(labels.unique().numel())  # distinct prototype labels; collapse shows as 1
+        return loss, logged
