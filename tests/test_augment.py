@@ -11,8 +11,14 @@ import torch
 from vidssl.data.augment import AugmentSpec, _crop_box, _hue_shift, _rotate, augment_clip, center_view
 
 FULL = AugmentSpec(
-    crop=24, scale=(0.3, 1.0), flip=True, jitter=(0.5, 0.5, 0.25, 0.5), jitter_p=1.0, grayscale_p=0.0,
-    blur_p=1.0, rotate=10.0,
+    crop=24,
+    scale=(0.3, 1.0),
+    flip=True,
+    jitter=(0.5, 0.5, 0.25, 0.5),
+    jitter_p=1.0,
+    grayscale_p=0.0,
+    blur_p=1.0,
+    rotate=10.0,
 )
 
 
@@ -27,7 +33,12 @@ def static_clip(t: int = 6, h: int = 32, w: int = 40) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "spec",
-    [AugmentSpec(crop=24), FULL, AugmentSpec(crop=20, scale=(0.08, 1.0), grayscale_p=1.0), AugmentSpec(crop=32)],
+    [
+        AugmentSpec(crop=24),
+        FULL,
+        AugmentSpec(crop=20, scale=(0.08, 1.0), grayscale_p=1.0),
+        AugmentSpec(crop=32),
+    ],
 )
 def test_shape_dtype_and_determinism(spec: AugmentSpec) -> None:
     clip = rand_clip()
@@ -52,16 +63,21 @@ def test_per_frame_color_differs_between_frames() -> None:
     out = augment_clip(static_clip(), spec, np.random.default_rng(0))
     assert not torch.equal(out[:, 0], out[:, 1])
     # ...while the crop is still shared: grayscale per frame keeps the geometry of every frame identical.
-    gray = augment_clip(static_clip(), AugmentSpec(crop=24, grayscale_p=1.0, per_frame_color=True),
-                        np.random.default_rng(0))
+    gray = augment_clip(
+        static_clip(), AugmentSpec(crop=24, grayscale_p=1.0, per_frame_color=True), np.random.default_rng(0)
+    )
     assert torch.equal(gray, gray[:, :1].expand_as(gray))
 
 
 def test_plain_crop_is_a_window_of_the_input() -> None:
     clip = rand_clip()
     out = augment_clip(clip, AugmentSpec(crop=24), np.random.default_rng(3))
-    hits = [(i, j) for i in range(32 - 24 + 1) for j in range(40 - 24 + 1)
-            if torch.equal(out, clip[..., i : i + 24, j : j + 24])]
+    hits = [
+        (i, j)
+        for i in range(32 - 24 + 1)
+        for j in range(40 - 24 + 1)
+        if torch.equal(out, clip[..., i : i + 24, j : j + 24])
+    ]
     assert len(hits) == 1
 
 
@@ -87,8 +103,11 @@ def test_grayscale_makes_channels_equal_with_luma_weights() -> None:
 
 def test_zero_rotation_and_no_jitter_are_identity() -> None:
     clip = rand_clip(h=24, w=24)
-    for spec in (AugmentSpec(crop=24), AugmentSpec(crop=24, rotate=0.0, jitter=None),
-                 AugmentSpec(crop=24, jitter=(0.0, 0.0, 0.0, 0.0), jitter_p=1.0)):
+    for spec in (
+        AugmentSpec(crop=24),
+        AugmentSpec(crop=24, rotate=0.0, jitter=None),
+        AugmentSpec(crop=24, jitter=(0.0, 0.0, 0.0, 0.0), jitter_p=1.0),
+    ):
         assert torch.equal(augment_clip(clip, spec, np.random.default_rng(1)), clip)
 
 

@@ -14,9 +14,14 @@ from vidssl.data.clips import ClipSpec, VideoRecord
 from vidssl.data.store import write_pack
 from vidssl.methods import registry
 from vidssl.methods.be import (
-    BE, BEConsistency, BETripletDataset, first_clips, temporal_negative_start, wrapped_indices,
+    BE,
+    BEConsistency,
+    BETripletDataset,
+    first_clips,
+    temporal_negative_start,
+    wrapped_indices,
 )
-from vidssl.methods.contrastive import SimCLR
+from vidssl.methods.contrastive import SimCLR, TwoClipDataset
 from vidssl.methods.params_be import BEParams
 from vidssl.methods.views import be_mix
 from vidssl.models import build_backbone
@@ -54,7 +59,9 @@ def test_be_mix_exact_blend_with_a_fixed_generator() -> None:
     pick = torch.randint(0, T, (B,), generator=torch.Generator().manual_seed(3))
     for i in range(B):
         for t in range(T):
-            assert torch.allclose(out[i, :, t], (1 - lam) * x[i, :, t] + lam * x[i, :, int(pick[i])], atol=1e-6)
+            assert torch.allclose(
+                out[i, :, t], (1 - lam) * x[i, :, t] + lam * x[i, :, int(pick[i])], atol=1e-6
+            )
     # The added background is one frame per sample, identical for every t.
     added = out - (1 - lam) * x
     assert torch.allclose(added, added[:, :, :1].expand_as(added), atol=1e-6)
@@ -83,8 +90,11 @@ def test_triplet_dataset_reads_same_frames_for_anchor_and_positive(tmp_path) -> 
     n_frames, frames, stride = 24, 4, 2
     video = np.stack([np.full((40, 40, 3), 10 * t, dtype=np.uint8) for t in range(n_frames)])
     write_pack(tmp_path / "v.zip", video)
-    ds = BETripletDataset([VideoRecord("v", str(tmp_path / "v.zip"), n_frames, 3)],
-                          ClipSpec(frames=frames, stride=stride, resize=40, crop=40), AugmentSpec(crop=40))
+    ds = BETripletDataset(
+        [VideoRecord("v", str(tmp_path / "v.zip"), n_frames, 3)],
+        ClipSpec(frames=frames, stride=stride, resize=40, crop=40),
+        AugmentSpec(crop=40),
+    )
     for seed in range(12):
         torch.manual_seed(seed)
         anchor, positive, negative, label, index = ds[0]
@@ -102,7 +112,11 @@ def test_make_dataset_uses_be_stride_and_augmentation(tmp_path) -> None:
     cfg = SimpleNamespace(seed=0, pretrain=SimpleNamespace(be=BEParams()))
     ds = BE.make_dataset([VideoRecord("v", str(tmp_path / "v.zip"), 40, 0)], ClipSpec(8, 1, 40, 32), cfg)
     assert isinstance(ds, BETripletDataset) and ds.spec.stride == 4
-    assert ds.augment.rotate == 10.0 and ds.augment.jitter == (0.5, 0.5, 0.25, 0.5) and ds.augment.jitter_p == 1.0
+    assert (
+        ds.augment.rotate == 10.0
+        and ds.augment.jitter == (0.5, 0.5, 0.25, 0.5)
+        and ds.augment.jitter_p == 1.0
+    )
     assert all(x.shape == (3, 8, 32, 32) for x in ds[0][:3])
 
 
@@ -116,7 +130,9 @@ def test_moco_variant_loss_matches_reference_and_negative_gets_gradient() -> Non
     assert not torch.allclose(queue0.norm(dim=1), torch.ones(16), atol=1e-3)  # BE: not normalised
     with torch.no_grad():
         q, k, e = m.project(a), m.project_key(p), m.project(n)
-        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue0.T, (q * e).sum(1, keepdim=True)], 1) / 0.07
+        logits = (
+            torch.cat([(q * k).sum(1, keepdim=True), q @ queue0.T, (q * e).sum(1, keepdim=True)], 1) / 0.07
+        )
         ref = F.cross_entropy(logits, torch.zeros(B, dtype=torch.long))
     loss, terms = m.training_step((a, p, n, y, idx), 0)
     assert torch.isclose(loss, ref, atol=1e-5)
@@ -145,8 +161,10 @@ def test_moco_variant_ema_and_a_few_steps() -> None:
             assert all(torch.equal(a, b) for a, b in zip(key0, m.key_backbone.parameters()))
             online = [q.detach().clone() for q in m.backbone.parameters()]
             m.on_step_end()
-            assert all(torch.allclose(k1, 0.9 * k0 + 0.1 * o, atol=1e-6)
-                       for k0, k1, o in zip(key0, m.key_backbone.parameters(), online))
+            assert all(
+                torch.allclose(k1, 0.9 * k0 + 0.1 * o, atol=1e-6)
+                for k0, k1, o in zip(key0, m.key_backbone.parameters(), online)
+            )
         else:
             m.on_step_end()
         losses.append(loss.item())
@@ -214,9 +232,17 @@ def test_first_clips_flattens_stacked_clips() -> None:
 
 def test_consistency_variant_built_from_config(monkeypatch) -> None:
     monkeypatch.setitem(registry.METHODS, "simclr", SimCLR)
-    cfg = SimpleNamespace(seed=0, pretrain=SimpleNamespace(be=BEParams(variant="consistency", pretext="simclr")))
+    cfg = SimpleNamespace(
+        seed=0, pretrain=SimpleNamespace(be=BEParams(variant="consistency", pretext="simclr"))
+    )
     m = BE.from_config(build_backbone("tiny", width=4), cfg, n_samples=8)
     assert isinstance(m, BEConsistency) and isinstance(m.inner, SimCLR) and m.backbone is m.inner.backbone
-    bad = SimpleNamespace(seed=0, pretrain=SimpleNamespace(be=BEParams(variant="consistency", pretext="nope")))
+    # The training loop asks the built method for its dataset: the wrapper hands out the pretext's.
+    spec = ClipSpec(8, 1, 40, 32)
+    assert isinstance(m.make_dataset([], spec, cfg), TwoClipDataset)
+    assert isinstance(BE.make_dataset([], spec, cfg), TwoClipDataset)
+    bad = SimpleNamespace(
+        seed=0, pretrain=SimpleNamespace(be=BEParams(variant="consistency", pretext="nope"))
+    )
     with pytest.raises(ValueError, match="pretrain.be.pretext is 'nope'"):
         BE.from_config(build_backbone("tiny", width=4), bad, n_samples=8)

@@ -70,8 +70,12 @@ def test_moco_loss_is_reference_infonce_over_queue_and_queue_advances() -> None:
     assert torch.equal(m.queue.queue[B:], queue0[B:])
 
 
-COMBOS = [(core, be, neg) for core in ("simclr", "moco", "cmc") for be in (False, True)
-          for neg in ("none", "repeat", "shuffle")]
+COMBOS = [
+    (core, be, neg)
+    for core in ("simclr", "moco", "cmc")
+    for be in (False, True)
+    for neg in ("none", "repeat", "shuffle")
+]
 
 
 @pytest.mark.parametrize(("core", "be", "intra_neg"), COMBOS)
@@ -150,6 +154,12 @@ def test_config_sections_and_core_check() -> None:
     for cls, core in ((SimCLR, "simclr"), (MoCo, "moco"), (CMC, "cmc")):
         m = cls.from_config(build_backbone("tiny", width=4), cfg, n_samples=8)
         assert m.core == core and m.name == core
+    # A section that leaves core unset (as params.yaml would) takes the method's own core.
+    ok = SimpleNamespace(
+        seed=0, pretrain=SimpleNamespace(moco=ContrastiveParams.model_validate({"queue_size": 64}))
+    )
+    m = MoCo.from_config(build_backbone("tiny", width=4), ok, n_samples=8)
+    assert m.core == "moco" and m.queue.queue.shape == (64, 128)
     bad = SimpleNamespace(seed=0, pretrain=SimpleNamespace(moco=ContrastiveParams(core="simclr")))
     with pytest.raises(ValueError, match="pretrain.moco.core is 'simclr'"):
         MoCo.from_config(build_backbone("tiny", width=4), bad, n_samples=8)

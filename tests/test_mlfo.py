@@ -16,6 +16,7 @@ from vidssl.methods.losses import sinkhorn
 from vidssl.methods.mlfo import (
     MLFO,
     MLFODataset,
+    clip_contrast,
     graph_loss,
     graph_target,
     mlfo_indices,
@@ -38,17 +39,7 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-TERMS = {
-    "loss",
-    "loss_high",
-    "loss_fine",
-    "loss_mid",
-    "loss_fmid",
-    "loss_low",
-    "loss_flow",
-    "loss_sd",
-    "clusters",
-}
+TERMS = {"loss", "clusters", *(f"loss_{k}" for k in ("high", "fine", "mid", "fmid", "low", "flow", "sd"))}
 GRAPH_TERMS = {"loss_graph", "loss_graph_high", "loss_graph_mid", "loss_graph_low"}
 
 
@@ -210,6 +201,22 @@ def test_timestamp_matching_known_value_when_aligned() -> None:
         timestamp_matching_loss(eye[..., :3], eye[..., :3], eye[..., :3], tau)
 
 
+def test_reversed_clips_are_extra_negatives_of_their_own_video_only() -> None:
+    torch.manual_seed(0)
+    b, tau = 3, 0.1
+    z1, z2, r1, r2 = (F.normalize(torch.randn(b, 4), dim=1) for _ in range(4))
+    rows = [(z, i) for z in (z1, z2) for i in range(b)]
+    total = 0.0
+    for k, (q, i) in enumerate(rows):
+        others = [z[j] for m, (z, j) in enumerate(rows) if m != k]  # every other clip (own partner included)
+        partner = (z2 if q is z1 else z1)[i]
+        denom = sum(torch.exp(q[i] @ o / tau) for o in [*others, r1[i], r2[i]])
+        total += -torch.log(torch.exp(q[i] @ partner / tau) / denom)
+    expected = total / (2 * b)
+    assert torch.allclose(clip_contrast(z1, z2, tau, reversed_=(r1, r2)), expected, atol=1e-5)
+    assert clip_contrast(z1, z2, tau, reversed_=(r1, r2)) > clip_contrast(z1, z2, tau)  # more negatives
+
+
 def test_graph_target_hand_made_example() -> None:
     ins = torch.tensor([[0.03, 0.90, 0.07], [0.50, 0.46, 0.04], [0.20, 0.02, 0.78]], requires_grad=True)
     labels = torch.tensor([0, 0, 1])
@@ -310,18 +317,10 @@ def test_step_is_finite_logs_every_term_and_reaches_the_backbone() -> None:
     loss.backward()
     for name in ("stem", "layer2", "layer3", "layer4"):
         grads = [q.grad for q in m.backbone.stages[name].parameters()]
-        assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(
-            g.abs().sum() > 0 for g in grads
-        )
-    for module in (
-        m.me_low,
-        m.me_mid,
-        m.low.graph,
-        m.mid.fine,
-        m.high.project,
-        m.project_global,
-        m.prototype,
-    ):
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), name
+        assert any(g.abs().sum() > 0 for g in grads), name
+    heads = (m.me_low, m.me_mid, m.low.graph, m.mid.fine, m.high.project, m.project_global, m.prototype)
+    for module in heads:
         assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in module.parameters())
 
 
@@ -336,4 +335,4 @@ def test_a_few_adam_steps_reduce_the_loss() -> None:
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.9 * losses[0], losses
+    assert losses[-1] < 0.75 * losses[0], losses  # measured ≈ 0.5 over seeds 0-3

@@ -12,6 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from vidssl.methods.params_be import BEParams
+from vidssl.methods.params_contrastive import ContrastiveParams
+from vidssl.methods.params_dualvar import DualVarParams
+from vidssl.methods.params_mlfo import MLFOParams
+from vidssl.methods.params_vcop import VCOPParams
 from vidssl.params_base import Section as _Section
 
 
@@ -88,6 +93,13 @@ class PretrainParams(_Section):
     gamma: float = Field(0.2, gt=0)
     workers: int = Field(2, ge=0)
     iic: IICParams = IICParams()
+    mlfo: MLFOParams = MLFOParams()
+    dualvar: DualVarParams = DualVarParams()
+    vcop: VCOPParams = VCOPParams()
+    simclr: ContrastiveParams = ContrastiveParams()
+    moco: ContrastiveParams = ContrastiveParams()
+    cmc: ContrastiveParams = ContrastiveParams()
+    be: BEParams = BEParams()
 
 
 class FinetuneParams(_Section):

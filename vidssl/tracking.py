@@ -75,10 +75,12 @@ def _experiment_id(mlflow: Any, root: Path) -> str:
 
 
 def _parent_run(client: Any, exp_id: str, pid: str, tags: dict[str, str]) -> str:
-    found = client.search_runs([exp_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{pid}'", max_results=1)
+    query = f"tags.`{PIPELINE_TAG}` = '{pid}' and tags.`vidssl.role` = 'pipeline'"
+    found = client.search_runs([exp_id], filter_string=query, max_results=1)
     if found:
         return found[0].info.run_id
-    run = client.create_run(exp_id, run_name=f"pipeline {pid}", tags={PIPELINE_TAG: pid, **tags})
+    run = client.create_run(exp_id, run_name=f"pipeline {pid}",
+                            tags={PIPELINE_TAG: pid, "vidssl.role": "pipeline", **tags})
     return run.info.run_id
 
 

@@ -46,14 +46,20 @@ class AugmentSpec:
             raise ValueError(f"AugmentSpec.ratio must satisfy 0 < lo <= hi, got {self.ratio}")
         for name in ("jitter_p", "grayscale_p", "blur_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"AugmentSpec.{name} must be a probability in [0, 1], got {getattr(self, name)}")
-        if self.jitter is not None and (len(self.jitter) != 4 or min(self.jitter) < 0 or self.jitter[3] > 0.5):
+                raise ValueError(
+                    f"AugmentSpec.{name} must be a probability in [0, 1], got {getattr(self, name)}"
+                )
+        if self.jitter is not None and (
+            len(self.jitter) != 4 or min(self.jitter) < 0 or self.jitter[3] > 0.5
+        ):
             raise ValueError(
                 f"AugmentSpec.jitter must be 4 non-negative (brightness, contrast, saturation, hue<=0.5), "
                 f"got {self.jitter}"
             )
         if self.rotate < 0:
-            raise ValueError(f"AugmentSpec.rotate is a maximum angle in degrees and must be >= 0, got {self.rotate}")
+            raise ValueError(
+                f"AugmentSpec.rotate is a maximum angle in degrees and must be >= 0, got {self.rotate}"
+            )
 
 
 # ---------------------------------------------------------------- geometry
@@ -67,7 +73,12 @@ def _crop_box(h: int, w: int, spec: AugmentSpec, rng: np.random.Generator) -> tu
                 f"clip frames are {h}×{w}, smaller than the crop {spec.crop}; resize the clip first "
                 "(clip.resize >= clip.crop) or set AugmentSpec.scale for a resized crop"
             )
-        return int(rng.integers(0, h - spec.crop + 1)), int(rng.integers(0, w - spec.crop + 1)), spec.crop, spec.crop
+        return (
+            int(rng.integers(0, h - spec.crop + 1)),
+            int(rng.integers(0, w - spec.crop + 1)),
+            spec.crop,
+            spec.crop,
+        )
     area = h * w
     log_ratio = (math.log(spec.ratio[0]), math.log(spec.ratio[1]))
     for _ in range(10):
@@ -95,7 +106,9 @@ def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     # Normalised coordinates scale differently along H and W, so the rotation is conjugated by the aspect.
     theta = torch.tensor([[cos, -sin * h / w, 0.0], [sin * w / h, cos, 0.0]], dtype=x.dtype).unsqueeze(0)
     grid = F.affine_grid(theta, [1, c * t, h, w], align_corners=False)
-    return F.grid_sample(x.reshape(1, c * t, h, w), grid, mode="bilinear", align_corners=False).view(c, t, h, w)
+    return F.grid_sample(x.reshape(1, c * t, h, w), grid, mode="bilinear", align_corners=False).view(
+        c, t, h, w
+    )
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -121,7 +134,9 @@ def _hue_shift(x: torch.Tensor, shift: float) -> torch.Tensor:
     maxc, minc = x.max(dim=0).values, x.min(dim=0).values
     delta = maxc - minc
     safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    s = torch.where(
+        maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc)
+    )
     rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
     h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
     h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
@@ -140,7 +155,9 @@ def _hue_shift(x: torch.Tensor, shift: float) -> torch.Tensor:
     return torch.stack(out)
 
 
-def _jitter(x: torch.Tensor, jitter: tuple[float, float, float, float], rng: np.random.Generator) -> torch.Tensor:
+def _jitter(
+    x: torch.Tensor, jitter: tuple[float, float, float, float], rng: np.random.Generator
+) -> torch.Tensor:
     """torchvision ColorJitter with factors and order drawn from ``rng``."""
     bri, con, sat, hue = jitter
     ops = []
@@ -239,6 +256,8 @@ def center_view(clip: torch.Tensor, crop: int) -> torch.Tensor:
     """
     h, w = clip.shape[-2:]
     if h < crop or w < crop:
-        raise ValueError(f"clip frames are {h}×{w}, smaller than the centre crop {crop}; resize the clip first")
+        raise ValueError(
+            f"clip frames are {h}×{w}, smaller than the centre crop {crop}; resize the clip first"
+        )
     top, left = (h - crop) // 2, (w - crop) // 2
     return clip[..., top : top + crop, left : left + crop].contiguous()

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,7 @@ class BETripletDataset(ClipDataset):
         return anchor, positive, negative, rec.label, index
 
 
-def be_params(cfg: "Params") -> BEParams:
+def be_params(cfg: Params) -> BEParams:
     """``cfg.pretrain.be``, or BE's defaults before the section is wired into the config."""
     return getattr(cfg.pretrain, "be", None) or BEParams()
 
@@ -95,8 +96,16 @@ class BE(Method):
     name = "be"
 
     def __init__(
-        self, backbone: nn.Module, *, variant: str = "moco", temperature: float = 0.07, proj_dim: int = 128,
-        queue_size: int = 3569, key_momentum: float = 0.999, be_lambda: float = 0.3, triplet_margin: float = 0.5,
+        self,
+        backbone: nn.Module,
+        *,
+        variant: str = "moco",
+        temperature: float = 0.07,
+        proj_dim: int = 128,
+        queue_size: int = 3569,
+        key_momentum: float = 0.999,
+        be_lambda: float = 0.3,
+        triplet_margin: float = 0.5,
         seed: int = 0,
     ) -> None:
         super().__init__(backbone)
@@ -105,7 +114,12 @@ class BE(Method):
                 f"BE variant {variant!r} is not a BE model; use 'moco' or 'triplet' (the 'consistency' form wraps "
                 "another method: BE.from_config builds it, or use BEConsistency directly)"
             )
-        self.variant, self.t, self.be_lambda, self.key_momentum = variant, temperature, be_lambda, key_momentum
+        self.variant, self.t, self.be_lambda, self.key_momentum = (
+            variant,
+            temperature,
+            be_lambda,
+            key_momentum,
+        )
         self.generator = torch.Generator().manual_seed(seed)
         self.head = nn.Linear(backbone.out_dim, proj_dim)  # BE: Linear(C→128) then L2 norm
         if variant == "moco":
@@ -117,7 +131,7 @@ class BE(Method):
             self.triplet = nn.TripletMarginLoss(margin=triplet_margin, p=2)
 
     @classmethod
-    def from_config(cls, backbone: nn.Module, cfg: "Params", *, n_samples: int) -> Method:
+    def from_config(cls, backbone: nn.Module, cfg: Params, *, n_samples: int) -> Method:
         p = be_params(cfg)
         if p.variant == "consistency":
             inner = _pretext_class(p.pretext).from_config(backbone, cfg, n_samples=n_samples)
@@ -126,7 +140,7 @@ class BE(Method):
         return cls(backbone, variant=p.variant, seed=cfg.seed, **p.model_dump(include=keys))
 
     @classmethod
-    def make_dataset(cls, records: Sequence[VideoRecord], spec: ClipSpec, cfg: "Params") -> "Dataset":
+    def make_dataset(cls, records: Sequence[VideoRecord], spec: ClipSpec, cfg: Params) -> Dataset:
         p = be_params(cfg)
         if p.variant == "consistency":
             return _pretext_class(p.pretext).make_dataset(records, spec, cfg)
@@ -157,12 +171,22 @@ class BE(Method):
             loss = nce_softmax_loss(logits)
             self.queue.enqueue(gather_with_grad(k))
             pos_prob = logits.detach().softmax(dim=1)[:, 0].mean().item()
-            return loss, {"loss": loss.item(), "loss_nce": loss.item(), "pos_prob": pos_prob, "be_lambda": lam}
+            return loss, {
+                "loss": loss.item(),
+                "loss_nce": loss.item(),
+                "pos_prob": pos_prob,
+                "be_lambda": lam,
+            }
         p = self.project(positive)
         intra = self.triplet(q, p, n)
         inter = self.triplet(q, p, n.flip(0))  # other videos' negatives, by reversing the batch
         loss = intra + inter
-        return loss, {"loss": loss.item(), "loss_intra": intra.item(), "loss_inter": inter.item(), "be_lambda": lam}
+        return loss, {
+            "loss": loss.item(),
+            "loss_intra": intra.item(),
+            "loss_inter": inter.item(),
+            "be_lambda": lam,
+        }
 
     def on_step_end(self) -> None:
         if self.variant == "moco":
@@ -209,8 +233,19 @@ class BEConsistency(Method):
         lam = float(torch.rand((), generator=self.generator)) * self.be_lambda
         mse = F.mse_loss(self.backbone(be_mix(x, lam, self.generator)), self.backbone(x))
         total = loss + self.weight * mse
-        extra = {"loss": total.item(), "loss_pretext": loss.item(), "loss_be_mse": mse.item(), "be_lambda": lam}
+        extra = {
+            "loss": total.item(),
+            "loss_pretext": loss.item(),
+            "loss_be_mse": mse.item(),
+            "be_lambda": lam,
+        }
         return total, {**terms, **extra}
+
+    def make_dataset(  # type: ignore[override]
+        self, records: Sequence[VideoRecord], spec: ClipSpec, cfg: Params
+    ) -> Dataset:
+        """The inner method's dataset (an instance method: the training loop calls it on the built method)."""
+        return type(self.inner).make_dataset(records, spec, cfg)
 
     def on_step_end(self) -> None:
         self.inner.on_step_end()

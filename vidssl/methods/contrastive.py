@@ -18,11 +18,12 @@ Two add-ons work with every core, which is how the seeds' composition claim is r
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from vidssl.data.augment import AugmentSpec, augment_clip
 from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, _sample_rng, random_clip
@@ -49,11 +50,13 @@ class TwoClipDataset(ClipDataset):
         super().__init__(records, spec)
         self.augment = augment
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int, int]:
         rng = _sample_rng()
         rec, s = self.records[index], self.spec
         x1, x2 = (
-            augment_clip(self.load(index, random_clip(rec.n_frames, s.frames, s.stride, rng)), self.augment, rng)
+            augment_clip(
+                self.load(index, random_clip(rec.n_frames, s.frames, s.stride, rng)), self.augment, rng
+            )
             for _ in range(2)
         )
         return x1, x2, rec.label, index
@@ -62,13 +65,17 @@ class TwoClipDataset(ClipDataset):
 def augment_spec(p: ContrastiveParams, crop: int) -> AugmentSpec:
     """The per-clip augmentation a params section asks for."""
     return AugmentSpec(
-        crop=crop, scale=tuple(p.scale) if p.scale else None, flip=p.flip,
-        jitter=tuple(p.jitter) if p.jitter else None, jitter_p=p.jitter_p, grayscale_p=p.grayscale_p,
+        crop=crop,
+        scale=tuple(p.scale) if p.scale else None,
+        flip=p.flip,
+        jitter=tuple(p.jitter) if p.jitter else None,
+        jitter_p=p.jitter_p,
+        grayscale_p=p.grayscale_p,
         blur_p=p.blur_p,
     )
 
 
-def nt_xent_extra(z1: torch.Tensor, z2: torch.Tensor, extra: torch.Tensor, temperature: float) -> torch.Tensor:
+def nt_xent_extra(z1: Tensor, z2: Tensor, extra: Tensor, temperature: float) -> Tensor:
     """NT-Xent over [z1; z2] with one extra negative column per row: row i and row i+N both get ``extra[i]``.
 
     Args:
@@ -81,7 +88,9 @@ def nt_xent_extra(z1: torch.Tensor, z2: torch.Tensor, extra: torch.Tensor, tempe
     """
     n = z1.shape[0]
     z = torch.cat([z1, z2], dim=0)
-    sim = (z @ z.T / temperature).masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    sim = (z @ z.T / temperature).masked_fill(
+        torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf")
+    )
     col = (z * torch.cat([extra, extra], dim=0)).sum(dim=1, keepdim=True) / temperature
     target = (torch.arange(2 * n, device=z.device) + n) % (2 * n)
     return F.cross_entropy(torch.cat([sim, col], dim=1), target)
@@ -94,17 +103,31 @@ class Contrastive(Method):
     fixed_core: str | None = None  # set by the registered subclasses
 
     def __init__(
-        self, backbone: nn.Module, *, n_samples: int, core: str = "simclr", temperature: float = 0.07,
-        proj_dim: int = 128, proj_hidden: int = 0, queue_size: int = 16384, key_momentum: float = 0.999,
-        nce_k: int = 1024, nce_m: float = 0.5, cmc_normalize: bool = False, be: bool = False,
-        be_lambda: float = 0.3, intra_neg: str = "none", seed: int = 0,
+        self,
+        backbone: nn.Module,
+        *,
+        n_samples: int,
+        core: str = "simclr",
+        temperature: float = 0.07,
+        proj_dim: int = 128,
+        proj_hidden: int = 0,
+        queue_size: int = 16384,
+        key_momentum: float = 0.999,
+        nce_k: int = 1024,
+        nce_m: float = 0.5,
+        cmc_normalize: bool = False,
+        be: bool = False,
+        be_lambda: float = 0.3,
+        intra_neg: str = "none",
+        seed: int = 0,
     ) -> None:
         super().__init__(backbone)
         if core not in CORES:
             raise ValueError(f"unknown contrastive core {core!r}; choose from {list(CORES)}")
         if intra_neg not in INTRA_NEGS:
             raise ValueError(f"unknown intra_neg {intra_neg!r}; choose from {list(INTRA_NEGS)}")
-        self.core, self.t, self.be, self.be_lambda, self.intra_neg = core, temperature, be, be_lambda, intra_neg
+        self.core, self.t, self.intra_neg = core, temperature, intra_neg
+        self.be, self.be_lambda = be, be_lambda
         self.generator = torch.Generator().manual_seed(seed)
         dim = backbone.out_dim
         if core == "cmc":
@@ -113,7 +136,9 @@ class Contrastive(Method):
             self.cmc_normalize, self.k = cmc_normalize, min(nce_k, n_samples)
             self.bank1 = MemoryBank(n_samples, dim, momentum=nce_m, seed=seed)
             self.bank2 = MemoryBank(n_samples, dim, momentum=nce_m, seed=seed + 1)
-            self.bank_neg = MemoryBank(n_samples, dim, momentum=nce_m, seed=seed + 2) if intra_neg != "none" else None
+            self.bank_neg = (
+                MemoryBank(n_samples, dim, momentum=nce_m, seed=seed + 2) if intra_neg != "none" else None
+            )
             return
         self.head = ProjectionHead(dim, proj_hidden or dim, proj_dim)
         if core == "moco":
@@ -126,25 +151,29 @@ class Contrastive(Method):
     # ------------------------------------------------------------ config
 
     @classmethod
-    def params(cls, cfg: "Params") -> ContrastiveParams:
-        """This method's section of ``cfg.pretrain`` (``pretrain.<name>``), or the defaults for its core."""
-        default = ContrastiveParams(core=cls.fixed_core or "simclr")
-        p = getattr(cfg.pretrain, cls.name, None) or default
-        if cls.fixed_core is not None and p.core != cls.fixed_core:
+    def params(cls, cfg: Params) -> ContrastiveParams:
+        """This method's section of ``cfg.pretrain`` (``pretrain.<name>``) with ``core`` resolved.
+
+        Raises:
+            ValueError: if the section names a core other than this registered method's.
+        """
+        p = getattr(cfg.pretrain, cls.name, None) or ContrastiveParams()
+        core = cls.fixed_core or p.core or "simclr"
+        if p.core is not None and p.core != core:
             raise ValueError(
-                f"pretrain.{cls.name}.core is {p.core!r} but method {cls.name!r} uses core {cls.fixed_core!r}; "
-                f"remove the key or set it to {cls.fixed_core!r}"
+                f"pretrain.{cls.name}.core is {p.core!r} but method {cls.name!r} uses core {core!r}; "
+                f"remove the key or set it to {core!r}"
             )
-        return p
+        return p.model_copy(update={"core": core})
 
     @classmethod
-    def from_config(cls, backbone: nn.Module, cfg: "Params", *, n_samples: int) -> "Contrastive":
+    def from_config(cls, backbone: nn.Module, cfg: Params, *, n_samples: int) -> Contrastive:
         p = cls.params(cfg)
         aug_keys = {"scale", "flip", "jitter", "jitter_p", "grayscale_p", "blur_p"}
         return cls(backbone, n_samples=n_samples, seed=cfg.seed, **p.model_dump(exclude=aug_keys))
 
     @classmethod
-    def make_dataset(cls, records: Sequence[VideoRecord], spec: ClipSpec, cfg: "Params") -> TwoClipDataset:
+    def make_dataset(cls, records: Sequence[VideoRecord], spec: ClipSpec, cfg: Params) -> TwoClipDataset:
         return TwoClipDataset(records, spec, augment_spec(cls.params(cfg), spec.crop))
 
     # ------------------------------------------------------------ pieces
@@ -153,18 +182,20 @@ class Contrastive(Method):
         """λ ~ U(0, λmax), once per batch (BE)."""
         return float(torch.rand((), generator=self.generator)) * self.be_lambda
 
-    def negative(self, x: torch.Tensor) -> torch.Tensor:
+    def negative(self, x: Tensor) -> Tensor:
         """The intra-negative of clips ``x`` (IIC: one frame repeated, or two of 4 chunks swapped)."""
-        return repeat_frame(x, self.generator) if self.intra_neg == "repeat" else shuffle_chunks(x, 4, self.generator)
+        if self.intra_neg == "repeat":
+            return repeat_frame(x, self.generator)
+        return shuffle_chunks(x, 4, self.generator)
 
-    def embed_query(self, x: torch.Tensor) -> torch.Tensor:
+    def embed_query(self, x: Tensor) -> Tensor:
         f = self.head(self.backbone(x))
         if self.core == "cmc" and self.cmc_normalize:
             f = F.normalize(f, dim=1)
         return f
 
     @torch.no_grad()
-    def embed_key(self, x: torch.Tensor) -> torch.Tensor:
+    def embed_key(self, x: Tensor) -> Tensor:
         """The key path: the EMA encoder for moco, the online encoder without gradient otherwise."""
         if self.core == "moco":
             return self.key_head(self.key_backbone(x))
@@ -172,32 +203,36 @@ class Contrastive(Method):
 
     # ------------------------------------------------------------ cores
 
-    def _simclr(self, q_in: torch.Tensor, x2: torch.Tensor, neg: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _simclr(self, q_in: Tensor, x2: Tensor, neg: Tensor | None, index: Tensor) -> dict[str, Tensor]:
         z1, z2 = self.embed_query(q_in), self.embed_query(x2)
         if neg is None:
             return {"loss_nce": nt_xent(z1, z2, self.t, gather=gather_with_grad)}
         n = self.embed_key(neg)
-        return {"loss_nce": nt_xent_extra(gather_with_grad(z1), gather_with_grad(z2), gather_with_grad(n), self.t)}
+        return {
+            "loss_nce": nt_xent_extra(gather_with_grad(z1), gather_with_grad(z2), gather_with_grad(n), self.t)
+        }
 
-    def _moco(self, q_in: torch.Tensor, x2: torch.Tensor, neg: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _moco(self, q_in: Tensor, x2: Tensor, neg: Tensor | None, index: Tensor) -> dict[str, Tensor]:
         q, k = self.embed_query(q_in), self.embed_key(x2)
         extra = self.embed_key(neg) if neg is not None else None
         logits = moco_logits(q, k, self.queue.items, self.t, extra_negatives=extra)
         self.queue.enqueue(gather_with_grad(k))  # `items` was a copy, so this does not touch the logits
         return {"loss_nce": nce_softmax_loss(logits)}
 
-    def _cmc(self, q_in: torch.Tensor, x2: torch.Tensor, neg: torch.Tensor | None, index: torch.Tensor,
-             ) -> dict[str, torch.Tensor]:
+    def _cmc(self, q_in: Tensor, x2: Tensor, neg: Tensor | None, index: Tensor) -> dict[str, Tensor]:
         v1, v2 = self.embed_query(q_in), self.embed_query(x2)
         idx = self.bank1.sample(index, self.k, generator=self.generator).to(v1.device)
-        terms = {"loss_view1": self._bank_loss(v1, self.bank2, idx), "loss_view2": self._bank_loss(v2, self.bank1, idx)}
+        terms = {
+            "loss_view1": self._bank_loss(v1, self.bank2, idx),
+            "loss_view2": self._bank_loss(v2, self.bank1, idx),
+        }
         if self.bank_neg is not None:
             self.bank_neg.update(index, self.embed_key(neg))
         self.bank1.update(index, v1.detach())
         self.bank2.update(index, v2.detach())
         return terms
 
-    def _bank_loss(self, query: torch.Tensor, bank: MemoryBank, idx: torch.Tensor) -> torch.Tensor:
+    def _bank_loss(self, query: Tensor, bank: MemoryBank, idx: Tensor) -> Tensor:
         logits = bank_logits(query, bank.rows(idx), self.t)
         if self.bank_neg is not None:  # IIC: the negatives' bank rows join both views' losses
             logits = torch.cat([logits, bank_logits(query, self.bank_neg.rows(idx), self.t)], dim=1)
@@ -205,19 +240,16 @@ class Contrastive(Method):
 
     # ------------------------------------------------------------ hooks
 
-    def training_step(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, batch: Batch, epoch: int) -> tuple[Tensor, dict[str, float]]:
         x1, x2, _, index = batch
         index = index.to(x1.device)
         # The intra-negative is built from the un-mixed query clip, as IIC builds it from view 1.
         neg = self.negative(x1) if self.intra_neg != "none" else None
         lam = self.draw_lambda() if self.be else 0.0
         q_in = be_mix(x1, lam, self.generator) if self.be else x1
-        if self.core == "simclr":
-            terms = self._simclr(q_in, x2, neg)
-        elif self.core == "moco":
-            terms = self._moco(q_in, x2, neg)
-        else:
-            terms = self._cmc(q_in, x2, neg, index)
+        terms = {"simclr": self._simclr, "moco": self._moco, "cmc": self._cmc}[self.core](
+            q_in, x2, neg, index
+        )
         loss = torch.stack(list(terms.values())).sum()
         logged = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
         if self.be:
@@ -249,6 +281,3 @@ class CMC(Contrastive):
 
     name = "cmc"
     fixed_core = "cmc"
-
-
-__all__ = ["CMC", "Contrastive", "MoCo", "SimCLR", "TwoClipDataset", "augment_spec", "nt_xent_extra"]

@@ -17,10 +17,11 @@ from vidssl.params_base import Section
 class ContrastiveParams(Section):
     """One section per registered baseline (``pretrain.simclr``, ``pretrain.moco``, ``pretrain.cmc``).
 
-    ``core`` must match the method name it configures; the other core's fields are ignored.
+    ``core`` None means the configured method's own core (simclr/moco/cmc); if set it must match that method.
+    The other cores' fields are ignored.
     """
 
-    core: Literal["simclr", "moco", "cmc"] = "simclr"
+    core: Literal["simclr", "moco", "cmc"] | None = None
     temperature: float = Field(0.07, gt=0)
     # simclr / moco: ProjectionHead(C, hidden, proj_dim) + L2 norm; hidden 0 means C (DualVar: 512→512→128).
     proj_dim: int = Field(128, ge=1)
@@ -39,15 +40,17 @@ class ContrastiveParams(Section):
     # per-clip augmentation (vidssl.data.augment.AugmentSpec); DualVar's recipe by default
     scale: list[float] | None = None  # RandomResizedCrop area range, None = plain random crop
     flip: bool = False
-    jitter: list[float] | None = [0.8, 0.8, 0.8, 0.2]
+    jitter: list[float] | None = Field(default_factory=lambda: [0.8, 0.8, 0.8, 0.2])
     jitter_p: float = Field(0.8, ge=0, le=1)
     grayscale_p: float = Field(0.0, ge=0, le=1)
     blur_p: float = Field(0.5, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _lengths(self) -> "ContrastiveParams":
+    def _lengths(self) -> ContrastiveParams:
         if self.jitter is not None and len(self.jitter) != 4:
-            raise ValueError(f"jitter needs 4 values (brightness, contrast, saturation, hue), got {self.jitter}")
+            raise ValueError(
+                f"jitter needs 4 values (brightness, contrast, saturation, hue), got {self.jitter}"
+            )
         if self.scale is not None and len(self.scale) != 2:
             raise ValueError(f"scale needs 2 values (min, max area fraction), got {self.scale}")
         return self

@@ -7,12 +7,20 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from vidssl.methods.base import Method
+from vidssl.methods.be import BE
+from vidssl.methods.contrastive import CMC, MoCo, SimCLR
+from vidssl.methods.dualvar import DualVar
 from vidssl.methods.iic import IIC
+from vidssl.methods.mlfo import MLFO
+from vidssl.methods.vcop import VCOP
 
 if TYPE_CHECKING:
     from vidssl.config import Params
 
-METHODS: dict[str, type[Method]] = {"iic": IIC}
+METHODS: dict[str, type[Method]] = {
+    "iic": IIC, "dualvar": DualVar, "be": BE, "mlfo": MLFO,
+    "cmc": CMC, "moco": MoCo, "simclr": SimCLR, "vcop": VCOP,
+}
 
 
 def build_method(name: str, backbone: nn.Module, cfg: "Params", *, n_samples: int) -> Method:

@@ -1,0 +1,122 @@
+"""End to end: `dvc repro` of the real dvc.yaml on a tiny config, then DVC's rerun rules and MLflow's run tree.
+
+Runs in a throwaway git+DVC copy of the workspace files (dvc.yaml, stages/, vidssl/ sources for dependency
+hashing); the stage processes import the installed vidssl package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "synth": {"n_classes": 8, "videos_per_class": 4, "size": 32, "frames": 20},
+    "extract": {"short_side": 32, "workers": 2},
+    "model": {"backbone": "tiny", "width": 4},
+    "clip": {"frames": 8, "stride": 2, "resize": 32, "crop": 28},
+    "pretrain": {"epochs": 2, "batch_size": 8, "workers": 0, "iic": {"nce_k": 16}},
+    "finetune": {"epochs": 1, "batch_size": 8, "workers": 0, "test_clips": 2},
+    "retrieve": {"clips": 2, "workers": 0},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    for key, value in over.items():
+        if isinstance(value, dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _dvc(repo: Path, *args: str) -> str:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}"}
+    env.pop("VIDSSL_PIPELINE_ID", None)
+    dvc = Path(sys.executable).with_name("dvc")
+    proc = subprocess.run([str(dvc), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def _ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([\w-]+)'", output)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("pipeline")
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    for folder in ("stages", "vidssl"):
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q"], [str(Path(sys.executable).with_name("dvc")), "init", "-q"]):
+        subprocess.run(cmd, cwd=repo, check=True)
+    return repo
+
+
+@pytest.mark.slow
+def test_repro_runs_every_stage_then_nothing(repo: Path) -> None:
+    out = _dvc(repo, "repro")
+    assert _ran(out) == ["synth", "extract", "lists", "validate", "pretrain", "finetune", "retrieve", "evaluate"]
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    for name in ("random_init", "pretrained"):
+        assert set(summary["retrieval"][name]) >= {"top1", "top5", "top10", "top20", "top50"}
+        assert 0 <= summary["finetune"][name]["test_accuracy"] <= 1
+    report = (repo / "reports" / "results.md").read_text()
+    assert "| random init |" in report and "| pretrained |" in report
+    assert (repo / "features" / "pretrained" / "test.npz").is_file()
+    assert (repo / "models" / "pretrain_state" / "last.pt").is_file()
+    extract = json.loads((repo / "reports" / "extract.json").read_text())
+    assert extract["counts"]["extracted"] == 32 and extract["counts"].get("quarantined", 0) == 0
+    assert "metrics/summary.json" in _dvc(repo, "metrics", "show")
+    assert _ran(_dvc(repo, "repro")) == []
+
+
+@pytest.mark.slow
+def test_mlflow_has_one_parent_with_nested_stage_runs(repo: Path) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("vidssl").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("vidssl.role") == "pipeline"]
+    assert len(parents) == 1
+    stages = {r.data.tags["vidssl.stage"]: r for r in runs if "vidssl.stage" in r.data.tags}
+    assert {"pretrain", "finetune", "retrieve"} <= set(stages)
+    for run in stages.values():
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    pre = stages["pretrain"]
+    assert len(client.get_metric_history(pre.info.run_id, "loss")) == 2  # one point per epoch
+    assert pre.data.params["pretrain.method"] == "iic"
+    names = {a.path for a in client.list_artifacts(pre.info.run_id)}
+    assert {"pretrain_loss.png", "backbone.pt"} <= names
+
+
+def _set(repo: Path, section: str, key: str, value: object) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_a_finetune_param_reruns_only_finetune_and_evaluate(repo: Path) -> None:
+    _set(repo, "finetune", "lr", 0.02)
+    assert _ran(_dvc(repo, "repro")) == ["finetune", "evaluate"]
+
+
+@pytest.mark.slow
+def test_a_synth_param_reruns_everything_downstream(repo: Path) -> None:
+    _set(repo, "synth", "seed", 1)
+    assert _ran(_dvc(repo, "repro")) == ["synth", "extract", "lists", "validate", "pretrain", "finetune",
+                                         "retrieve", "evaluate"]
