@@ -77,3 +77,32 @@ def test_stage_stops_before_any_work_on_a_bad_key(tmp_path: Path) -> None:
     assert "synth.n_clases: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "data").exists()
+
+
+PRESETS = sorted(p.stem for p in (ROOT / "presets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_each_preset_parses_and_wins_over_params(name: str, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["preset"] = name  # selecting a preset is this one line
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_params(tmp_path / "params.yaml")
+    preset = yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text())
+    assert cfg.pretrain.method == preset["pretrain"]["method"] == name.split("_")[0]
+    assert cfg.model.backbone == preset["model"]["backbone"]
+    assert cfg.pretrain.epochs == preset["pretrain"]["epochs"]
+    assert cfg.data.raw_dir == raw["data"]["raw_dir"]  # keys a preset leaves out come from params.yaml
+    assert "Should reach" in (ROOT / "presets" / f"{name}.yaml").read_text() or "Published" in (
+        ROOT / "presets" / f"{name}.yaml").read_text()
+
+
+def test_unknown_preset_lists_the_choices(tmp_path: Path) -> None:
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "a.yaml").write_text("seed: 1\n")
+    (tmp_path / "params.yaml").write_text("preset: b\n")
+    with pytest.raises(ConfigError, match=r"unknown preset 'b'.*\['none', 'a'\]"):
+        load_params(tmp_path / "params.yaml")

@@ -57,7 +57,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("pipeline")
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, repo / name)
-    for folder in ("stages", "vidssl"):
+    for folder in ("stages", "vidssl", "presets"):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -124,6 +124,7 @@ class RetrieveParams(_Section):
 class Params(_Section):
     """The whole params.yaml."""
 
+    preset: str = "none"
     seed: int = 632
     data: DataParams = DataParams()
     synth: SynthParams = SynthParams()
@@ -163,8 +164,33 @@ def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
         raise ConfigError(_format_errors(source, err)) from None
 
 
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def apply_preset(raw: dict[str, Any], presets_dir: Path) -> dict[str, Any]:
+    """Overlay ``presets/<raw['preset']>.yaml`` on the params: a preset fixes a published protocol.
+
+    The preset wins over params.yaml for the keys it sets (so selecting it is one line); keys it leaves out, such
+    as dataset paths, come from params.yaml.
+    """
+    import yaml
+
+    name = raw.get("preset", "none")
+    if name == "none":
+        return raw
+    path = presets_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in presets_dir.glob("*.yaml"))
+        raise ConfigError(f"preset: unknown preset {name!r} (no {path}); choose from {['none', *known]}")
+    return _deep_merge(raw, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+
+
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
-    """Read and validate ``params.yaml``."""
+    """Read and validate ``params.yaml`` (with its preset, if it names one, from ``presets/`` beside it)."""
     import yaml
 
     p = Path(path)
@@ -174,6 +200,8 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    if isinstance(raw, dict):
+        raw = apply_preset(raw, p.parent / "presets")
     return parse_params(raw, str(p))
 
 
