@@ -33,10 +33,6 @@ def _cfg(path: Path, **overrides: dict) -> "object":
     return cfg
 
 
-def _run(fn) -> None:  # noqa: ANN001
-    run_main(fn)
-
-
 @app.command()
 def synth(out: Path = typer.Argument(..., help="output folder (videos/ and splits/ go inside)"),
           seed: Optional[int] = typer.Option(None, help="dataset seed"),
@@ -45,7 +41,7 @@ def synth(out: Path = typer.Argument(..., help="output folder (videos/ and split
     """Write the embedded MotionShapes dataset as H.264 videos plus UCF101-format split files."""
     from vidssl.runs import run_synth
 
-    _run(lambda: typer.echo(f"wrote {run_synth(_cfg(params, synth={'seed': seed, 'scale': scale}), out, workers)['n_videos']} videos to {out}"))
+    run_main(lambda: typer.echo(f"wrote {run_synth(_cfg(params, synth={'seed': seed, 'scale': scale}), out, workers)['n_videos']} videos to {out}"))
 
 
 @app.command()
@@ -63,7 +59,7 @@ def extract(src: Path = typer.Argument(..., help="class-folder videos: SRC/<clas
         cfg = _cfg(params, extract={"short_side": short_side, "fps": fps, "workers": workers})
         counts = run_extract(cfg, src, out, report or out / "extract.json")["counts"]
         typer.echo(f"extract: {counts}")
-    _run(go)
+    run_main(go)
 
 
 @app.command()
@@ -80,7 +76,7 @@ def lists(frames: Path = typer.Argument(..., help="frame store root"),
     def go() -> None:
         cfg = _cfg(params, data={"split": split, "dataset": dataset}, lists={"val_videos": val_videos})
         typer.echo(f"lists: {run_lists(cfg, frames, split_dir, out)['counts']}")
-    _run(go)
+    run_main(go)
 
 
 @app.command()
@@ -90,7 +86,7 @@ def validate(lists_dir: Path = typer.Argument(Path("data/lists"), help="folder o
     """Gate the lists and frame store with a great-expectations suite; fails with the offending rows."""
     from vidssl.runs import run_validate
 
-    _run(lambda: (run_validate(_cfg(params), lists_dir, report_dir), typer.echo("validation passed")))
+    run_main(lambda: (run_validate(_cfg(params), lists_dir, report_dir), typer.echo("validation passed")))
 
 
 @app.command()
@@ -102,7 +98,7 @@ def pretrain(lists_dir: Path = typer.Argument(Path("data/lists")),
     """Self-supervised pretraining of params' backbone with params' method; resumes from STATE."""
     from vidssl.runs import run_pretrain
 
-    _run(lambda: run_pretrain(_cfg(params), lists_dir, out, state, metrics, plots))
+    run_main(lambda: run_pretrain(_cfg(params), lists_dir, out, state, metrics, plots))
 
 
 @app.command()
@@ -119,7 +115,7 @@ def finetune(lists_dir: Path = typer.Argument(Path("data/lists")),
         cfg = _cfg(params)
         out_ = run_finetune(cfg, lists_dir, init, out, state, metrics, plots, baseline=cfg.finetune.baseline)
         typer.echo({k: round(v["test_accuracy"], 4) for k, v in out_.items()})
-    _run(go)
+    run_main(go)
 
 
 @app.command()
@@ -130,7 +126,7 @@ def retrieve(lists_dir: Path = typer.Argument(Path("data/lists")),
     """Nearest-neighbour retrieval (test queries train), random init vs pretrained."""
     from vidssl.runs import run_retrieve
 
-    _run(lambda: typer.echo(run_retrieve(_cfg(params), lists_dir, weights, features, metrics)))
+    run_main(lambda: typer.echo(run_retrieve(_cfg(params), lists_dir, weights, features, metrics)))
 
 
 @app.command()
@@ -139,7 +135,7 @@ def evaluate(metrics_dir: Path = typer.Option(Path("metrics")), report: Path = t
     """Summarise stage metrics into metrics/summary.json and reports/results.md."""
     from vidssl.runs import run_evaluate
 
-    _run(lambda: typer.echo(run_evaluate(_cfg(params), metrics_dir, report, summary)))
+    run_main(lambda: typer.echo(run_evaluate(_cfg(params), metrics_dir, report, summary)))
 
 
 @app.command()
@@ -190,7 +186,7 @@ def check_params(params: Path = PARAMS) -> None:
     """Validate a params file and print it resolved."""
     import yaml
 
-    _run(lambda: typer.echo(yaml.safe_dump(_cfg(params).model_dump(), sort_keys=False)))
+    run_main(lambda: typer.echo(yaml.safe_dump(_cfg(params).model_dump(), sort_keys=False)))
 
 
 if __name__ == "__main__":
