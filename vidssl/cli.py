@@ -181,6 +181,19 @@ def methods() -> None:
         typer.echo(f"{name:10s} {(cls.__doc__ or '').strip().splitlines()[0]}")
 
 
+@app.command(name="methods-report")
+def methods_report(lists: Path = typer.Option(Path("data/lists"), help="lists folder from `vidssl lists`"),
+                   work: Path = typer.Option(Path("models/methods"), help="per-method checkpoints and results"),
+                   out: Path = typer.Option(Path("reports/methods.md"), help="Markdown report (JSON beside it)"),
+                   only: Optional[str] = typer.Option(None, "--methods", help="comma-separated subset of report.methods"),
+                   params: Path = PARAMS) -> None:
+    """Random init vs every baseline and seed method on the same data: retrieval, fine-tune, wall time."""
+    from vidssl.report import run_methods_report
+
+    names = [m.strip() for m in only.split(",") if m.strip()] if only else None
+    run_main(lambda: typer.echo(run_methods_report(_cfg(params), lists, work, out, names)))
+
+
 @app.command(name="check-params")
 def check_params(params: Path = PARAMS) -> None:
     """Validate a params file and print it resolved."""

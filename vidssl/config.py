@@ -121,6 +121,17 @@ class RetrieveParams(_Section):
     workers: int = Field(2, ge=0)
 
 
+class ReportParams(_Section):
+    """`vidssl methods-report`: the methods compared on one dataset, and each one's demo-scale overrides.
+
+    ``overrides`` maps a method name to a nested mapping merged over these params for that method only (e.g.
+    ``{mlfo: {pretrain: {optimizer: adam}}}``); every merged result is validated like params.yaml itself.
+    """
+
+    methods: list[str] = ["iic", "dualvar", "be", "mlfo", "cmc", "moco", "simclr", "vcop"]
+    overrides: dict[str, dict[str, Any]] = {}
+
+
 class Params(_Section):
     """The whole params.yaml."""
 
@@ -135,6 +146,7 @@ class Params(_Section):
     pretrain: PretrainParams = PretrainParams()
     finetune: FinetuneParams = FinetuneParams()
     retrieve: RetrieveParams = RetrieveParams()
+    report: ReportParams = ReportParams()
 
 
 class ConfigError(ValueError):

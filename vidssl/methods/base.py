@@ -38,6 +38,8 @@ class Method(nn.Module):
     """Base class of every self-supervised method."""
 
     name = "method"
+    # The method a seed method is compared against (its paper's own baseline); None for baselines.
+    baseline: str | None = None
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()

@@ -94,6 +94,7 @@ class BE(Method):
     """BE over any backbone: MoCo v1 (``variant='moco'``) or the triplet form (``variant='triplet'``)."""
 
     name = "be"
+    baseline = "moco"
 
     def __init__(
         self,

@@ -155,6 +155,7 @@ class DualVar(Method):
     """DualVar over any backbone, on a SimCLR or MoCo core; ``use_tc=False`` is the clip-sr ablation."""
 
     name = "dualvar"
+    baseline = "simclr"
 
     def __init__(
         self, backbone: nn.Module, *, core: str = "simclr", use_tc: bool = True, dim: int = 128,

@@ -23,6 +23,7 @@ class IIC(Method):
     """IIC over any backbone; ``intra_neg='none'`` gives plain two-view CMC."""
 
     name = "iic"
+    baseline = "cmc"
 
     def __init__(
         self,

@@ -173,6 +173,7 @@ class MLFO(Method):
     """MLFO over any backbone with ``forward_stages`` (R3D: low = layer2, mid = layer3, high = last)."""
 
     name = "mlfo"
+    baseline = "simclr"
 
     def __init__(self, backbone: torch.nn.Module, *, params: MLFOParams | None = None) -> None:
         super().__init__(backbone)

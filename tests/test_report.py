@@ -1,0 +1,89 @@
+"""The methods report: per-method params, plain verdicts, and a resumable end-to-end run on tiny data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vidssl.config import ConfigError, parse_params
+from vidssl.methods.registry import METHODS
+from vidssl.report import RANDOM_INIT, Row, method_params, methods_table, run_methods_report, verdicts
+
+
+def _cfg(**report: object):
+    return parse_params({
+        "seed": 3,
+        "model": {"backbone": "tiny", "width": 4},
+        "clip": {"frames": 8, "stride": 2, "resize": 40, "crop": 32},
+        "pretrain": {"epochs": 1, "batch_size": 4, "workers": 0, "lr": 0.01, "iic": {"nce_k": 4}},
+        "finetune": {"epochs": 1, "batch_size": 4, "workers": 0, "test_clips": 2},
+        "retrieve": {"clips": 2, "workers": 0, "topk": [1, 5]},
+        "report": report,
+    })
+
+
+def _row(name: str, top1: float, kind: str = "seed", baseline: str | None = None, ft: float = 0.5) -> Row:
+    return Row(name, kind, baseline, {"top1": top1, "top5": min(1.0, top1 + 0.2)}, ft, {"total": 1.0})
+
+
+def test_every_seed_method_names_a_registered_baseline() -> None:
+    seeds = {name: cls.baseline for name, cls in METHODS.items() if cls.baseline}
+    assert set(seeds) == {"iic", "dualvar", "be", "mlfo"}
+    for base in seeds.values():
+        assert base in METHODS and METHODS[base].baseline is None
+
+
+def test_method_params_merge_only_that_methods_overrides() -> None:
+    cfg = _cfg(overrides={"moco": {"pretrain": {"lr": 0.5, "moco": {"queue_size": 64}}}})
+    moco, iic = method_params(cfg, "moco"), method_params(cfg, "iic")
+    assert (moco.pretrain.method, moco.pretrain.lr, moco.pretrain.moco.queue_size) == ("moco", 0.5, 64)
+    assert (iic.pretrain.method, iic.pretrain.lr) == ("iic", 0.01)
+    assert moco.pretrain.moco.key_momentum == cfg.pretrain.moco.key_momentum  # untouched keys stay
+
+
+def test_a_bad_override_is_named_before_any_training(tiny_lists: Path, tmp_path: Path) -> None:
+    cfg = _cfg(overrides={"cmc": {"pretrain": {"cmc": {"queue_sise": 8}}}})
+    with pytest.raises(ConfigError, match=r"report.overrides.cmc[\s\S]*pretrain.cmc.queue_sise: unknown key"):
+        run_methods_report(cfg, tiny_lists, tmp_path / "work", tmp_path / "m.md", ["iic", "cmc"])
+    assert not (tmp_path / "work").exists()
+    with pytest.raises(ValueError, match="report.overrides: \\['mocoo'\\]"):
+        run_methods_report(_cfg(overrides={"mocoo": {}}), tiny_lists, tmp_path / "w", tmp_path / "m.md", ["iic"])
+
+
+def test_verdicts_say_plainly_when_a_seed_method_loses() -> None:
+    rows = [_row(RANDOM_INIT, 0.20, kind="reference"), _row("cmc", 0.40, kind="baseline"),
+            _row("iic", 0.30, baseline="cmc"), _row("be", 0.10, baseline="moco")]
+    text = "\n".join(verdicts(rows))
+    assert "**iic** beats random init on retrieval top-1 (30.0 vs 20.0, +10.0 points)" in text
+    assert "does NOT beat its own baseline cmc on retrieval top-1 (30.0 vs 40.0, -10.0 points)" in text
+    assert "**be** does NOT beat random init on retrieval top-1 (10.0 vs 20.0, -10.0 points)" in text
+    assert "its own baseline moco" not in text  # moco was not run, so no comparison is claimed
+    table = methods_table(rows)
+    assert "| random init | reference | 20.0 | 40.0 | 50.0 | – | 1 |" in table
+
+
+def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, work, out = _cfg(), tmp_path / "work", tmp_path / "reports" / "methods.md"
+    text = run_methods_report(cfg, tiny_lists, work, out, ["iic", "cmc"])
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert [r["name"] for r in saved["rows"]] == [RANDOM_INIT, "iic", "cmc"]
+    assert out.read_text() == text and "| iic | seed |" in text and "| cmc | baseline |" in text
+    iic = saved["rows"][1]
+    assert 0.0 <= iic["retrieval"]["top1"] <= 1.0 and iic["seconds"]["pretrain"] > 0
+    assert (work / "iic" / "backbone.pt").is_file() and (work / "iic" / "features" / "test.npz").is_file()
+
+    import vidssl.train as train
+
+    def boom(*_: object, **__: object) -> None:
+        raise AssertionError("a finished method was trained again")
+
+    monkeypatch.setattr(train, "pretrain", boom)
+    monkeypatch.setattr(train, "finetune", boom)
+    assert run_methods_report(cfg, tiny_lists, work, out, ["iic", "cmc"]) == text
+    # A changed setting of one method makes only that method's result stale.
+    changed = _cfg(overrides={"cmc": {"pretrain": {"lr": 0.02}}})
+    with pytest.raises(AssertionError, match="trained again"):
+        run_methods_report(changed, tiny_lists, work, out, ["iic", "cmc"])
