@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from vidssl.data.clips import ClipSpec, read_list
-from vidssl.eval import cosine_similarity, save_features, topk_retrieval, video_features
+from vidssl.eval import center, cosine_similarity, save_features, topk_retrieval, video_features
 from vidssl.methods.base import pool_feature
 
 
@@ -77,3 +77,16 @@ def test_video_feature_is_the_mean_over_clips(tiny_lists: Path, tmp_path: Path) 
     save_features(tmp_path / "f.npz", feats, labels, [r.video_id for r in records])
     back = np.load(tmp_path / "f.npz")
     assert np.array_equal(back["features"], feats) and list(back["video_ids"]) == [r.video_id for r in records]
+
+
+def test_centring_removes_a_set_level_shift_that_fools_plain_cosine() -> None:
+    # Two classes differ along x. The test set as a whole is shifted (+1.4 along x, and a larger common y
+    # offset), as a domain shift between splits would do. Plain cosine sends the class-1 query to class 0;
+    # centring each set by its own mean (CoCLR/DualVar) recovers the class direction exactly.
+    gallery = np.array([[1.0, 100.0], [-1.0, 100.0]])
+    queries = np.array([[0.5, 150.0], [2.3, 150.0]])
+    g_lab, q_lab = np.array([0, 1]), np.array([1, 0])
+    np.testing.assert_allclose(center(gallery), [[1.0, 0.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(center(queries), [[-0.9, 0.0], [0.9, 0.0]])
+    assert topk_retrieval(gallery, g_lab, queries, q_lab, [1])[1] == 0.5
+    assert topk_retrieval(center(gallery), g_lab, center(queries), q_lab, [1])[1] == 1.0

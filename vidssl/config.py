@@ -118,6 +118,7 @@ class RetrieveParams(_Section):
     topk: list[int] = [1, 5, 10, 20, 50]
     feature: Literal["pool", "gap"] = "pool"
     merged: bool = False
+    center: bool = False
     workers: int = Field(2, ge=0)
 
 

@@ -32,6 +32,11 @@ def video_features(method: Any, records: Sequence[VideoRecord], spec: ClipSpec, 
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
 
 
+def center(feats: np.ndarray) -> np.ndarray:
+    """Subtract the set's own mean feature (CoCLR/DualVar retrieval centres train and test separately, §1.2)."""
+    return feats - feats.mean(axis=0, keepdims=True)
+
+
 def cosine_similarity(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     """Q×G cosine similarities (a zero vector has similarity 0 to everything)."""
     def unit(x: np.ndarray) -> np.ndarray:

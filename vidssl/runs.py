@@ -110,7 +110,7 @@ class _Prefixed:
 def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, features: Path) -> dict[str, float]:
     """Retrieval top-k of one backbone (``weights`` None = random init with the pretraining seed)."""
     from vidssl.data.clips import read_list
-    from vidssl.eval import save_features, topk_retrieval, video_features
+    from vidssl.eval import center, save_features, topk_retrieval, video_features
     from vidssl.methods.registry import build_method
     from vidssl.train import build_model_backbone, clip_spec, device, load_backbone, seed_all
 
@@ -126,6 +126,8 @@ def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, feature
     q_feat, q_lab = video_features(method, test, spec, **kw)
     save_features(features / "train.npz", g_feat, g_lab, [v.video_id for v in train])
     save_features(features / "test.npz", q_feat, q_lab, [v.video_id for v in test])
+    if r.center:  # CoCLR/DualVar: each set minus its own mean, then cosine
+        g_feat, q_feat = center(g_feat), center(q_feat)
     return {f"top{k}": v for k, v in topk_retrieval(g_feat, g_lab, q_feat, q_lab, r.topk).items()}
 
 
@@ -170,7 +172,7 @@ def run_evaluate(cfg: Params, metrics_dir: Path, report: Path, summary_path: Pat
     text = (f"# vidssl results\n\nMethod `{cfg.pretrain.method}` on backbone `{cfg.model.backbone}`, dataset "
             f"`{cfg.data.dataset}` split {cfg.data.split}; seed {cfg.seed}.\n\n"
             f"Retrieval: test videos query train videos, {cfg.retrieve.clips} clips per video averaged, cosine, "
-            f"feature `{cfg.retrieve.feature}`{' (merged views)' if cfg.retrieve.merged else ''} (VCOP/IIC "
+            f"feature `{cfg.retrieve.feature}`{' (merged views)' if cfg.retrieve.merged else ''}{', centred' if cfg.retrieve.center else ''} (VCOP/IIC "
             f"protocol). Fine-tune: backbone + linear head, video accuracy = mean of {cfg.finetune.test_clips} "
             f"clips' logits.\n\n{table}\n\nPretraining: {pre['epochs']} epochs, final loss {pre['final_loss']:.3f}, "
             f"{pre['seconds']:.0f} s. Retrieval top-1 gain from pretraining: {100 * gain['top1']:+.1f} points.\n")
