@@ -66,6 +66,8 @@ def test_verdicts_say_plainly_when_a_seed_method_loses() -> None:
 
 def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     cfg, work, out = _cfg(), tmp_path / "work", tmp_path / "reports" / "methods.md"
     text = run_methods_report(cfg, tiny_lists, work, out, ["iic", "cmc"])
     saved = json.loads(out.with_suffix(".json").read_text())
@@ -74,6 +76,15 @@ def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: P
     iic = saved["rows"][1]
     assert 0.0 <= iic["retrieval"]["top1"] <= 1.0 and iic["seconds"]["pretrain"] > 0
     assert (work / "iic" / "backbone.pt").is_file() and (work / "iic" / "features" / "test.npz").is_file()
+    # Each entry is a nested MLflow run carrying the numbers the report prints.
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    found = {r.info.run_name: r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])}
+    assert {"report.random_init", "report.iic", "report.cmc"} <= set(found)
+    assert found["report.iic"].data.metrics["retrieval.top1"] == pytest.approx(iic["retrieval"]["top1"])
+    assert found["report.iic"].data.params["pretrain.method"] == "iic"
+    assert found["report.cmc"].data.tags["vidssl.report_kind"] == "baseline"
 
     import vidssl.train as train
 

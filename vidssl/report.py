@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from vidssl.config import Params, _deep_merge, parse_params
+from vidssl.config import Params, _deep_merge, flatten, parse_params
 from vidssl.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ def _key(cfg: Params, lists_dir: Path, pretrained: bool) -> str:
 def evaluate_entry(cfg: Params, name: str, lists_dir: Path, work_dir: Path) -> Row:
     """Pretrain ``name`` (nothing for random init), then retrieve and fine-tune; reuse a finished result."""
     from vidssl.methods.registry import METHODS
-    from vidssl.runs import retrieval_scores
+    from vidssl.runs import _Prefixed, retrieval_scores
+    from vidssl.tracking import stage_run
     from vidssl.train import finetune, pretrain
 
     mcfg = cfg if name == RANDOM_INIT else method_params(cfg, name)
@@ -64,23 +65,30 @@ def evaluate_entry(cfg: Params, name: str, lists_dir: Path, work_dir: Path) -> R
         if saved.get("key") == key:
             log.info("%s: reusing %s", name, done)
             return Row(**saved["row"])
-    weights, seconds, final_loss = None, {}, None
-    t0 = time.time()
-    if name != RANDOM_INIT:
-        log.info("%s: pretraining", name)
-        summary = pretrain(mcfg, lists_dir, out / "pretrain_state", out)
-        weights, final_loss = out / "backbone.pt", summary["final_loss"]
-        seconds["pretrain"] = time.time() - t0
-    t1 = time.time()
-    retrieval = retrieval_scores(mcfg, lists_dir, weights, out / "features")
-    seconds["retrieve"] = time.time() - t1
-    t2 = time.time()
-    ft = finetune(mcfg, lists_dir, weights, out / "finetune_state", out / "finetune")
-    seconds["finetune"] = time.time() - t2
-    seconds["total"] = time.time() - t0
-    cls = METHODS.get(name)
-    kind = "reference" if cls is None else ("seed" if cls.baseline else "baseline")
-    row = Row(name, kind, getattr(cls, "baseline", None), retrieval, ft["test_accuracy"], seconds, final_loss)
+    params = flatten(mcfg.model_dump(include={"seed", "model", "clip", "pretrain", "finetune", "retrieve"}))
+    with stage_run(f"report.{name}", params) as tracker:
+        weights, seconds, final_loss = None, {}, None
+        t0 = time.time()
+        if name != RANDOM_INIT:
+            log.info("%s: pretraining", name)
+            summary = pretrain(mcfg, lists_dir, out / "pretrain_state", out, tracker)
+            weights, final_loss = out / "backbone.pt", summary["final_loss"]
+            seconds["pretrain"] = time.time() - t0
+        t1 = time.time()
+        retrieval = retrieval_scores(mcfg, lists_dir, weights, out / "features")
+        seconds["retrieve"] = time.time() - t1
+        t2 = time.time()
+        ft = finetune(mcfg, lists_dir, weights, out / "finetune_state", out / "finetune",
+                      _Prefixed(tracker, "finetune"))
+        seconds["finetune"] = time.time() - t2
+        seconds["total"] = time.time() - t0
+        cls = METHODS.get(name)
+        kind = "reference" if cls is None else ("seed" if cls.baseline else "baseline")
+        row = Row(name, kind, getattr(cls, "baseline", None), retrieval, ft["test_accuracy"], seconds, final_loss)
+        tracker.set_tags({"vidssl.report_kind": kind})
+        tracker.log_metrics({**{f"retrieval.{k}": v for k, v in retrieval.items()},
+                             "finetune.test_accuracy": ft["test_accuracy"],
+                             **{f"seconds.{k}": v for k, v in seconds.items()}})
     write_json(done, {"key": key, "row": asdict(row)})
     return row
 
