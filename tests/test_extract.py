@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from vidssl.data.extract import DecodeError, extract_videos, quality_to_qscale, split_jpegs
+from vidssl.data.decode import DecodeError, quality_to_qscale, split_jpegs
+from vidssl.data.extract import extract_videos
 from vidssl.data.store import FramePack, count_frames
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()

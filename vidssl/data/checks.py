@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vidssl.data.checks_report import problems, render_markdown
 from vidssl.io import write_json, write_text
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ LISTS = ("pretrain", "train", "val", "test")
 COLUMNS = ("video_id", "frames_path", "n_frames", "label", "class_name", "split")
 CLASS_COLUMNS = ("label", "class_name")
 LINE = "csv_line"  # helper column: 1-based line in the CSV, so rows with an empty video_id can be named
-SHOWN = 20  # offending rows named per check in the readable report
 KEPT = 1000  # offending rows kept per check in validation.json
 INT_RE = r"^-?\d+$"
 FIX_LISTS = "re-run `vidssl lists` to rewrite the lists and classes.csv from the split files"
@@ -312,54 +312,6 @@ def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path) -> dic
     return report
 
 
-def _show(o: dict) -> str:
-    """One offending row, e.g. ``v_X_g01_c01 (n_frames=9)``; rows without a video id go by CSV line."""
-    who = o["video_id"] if o["video_id"] is not None else f"line {o['line']}"
-    if o["value"] is None:
-        detail = f"{o['column']} empty"
-    else:
-        detail = f"line {o['line']}" if o["column"] == "video_id" else f"{o['column']}={o['value']}"
-    return f"{who} ({detail}{'; ' + o['note'] if o.get('note') else ''})"
-
-
-def _problems(report: dict) -> tuple[list[str], list[str]]:
-    """Readable lines for each failed check, and the distinct fixes they call for."""
-    lines, fixes = [], []
-    for file, section in report["lists"].items():
-        for e in section["expectations"]:
-            if e["success"]:
-                continue
-            n = e["n_offending"]
-            if "error" in e:
-                lines.append(f"{file}: check {e['check']} could not run: {e['error']}")
-            elif n == 0:
-                lines.append(f"{file}: {e['description']}")
-            else:
-                shown = ", ".join(_show(o) for o in e["offending"][:SHOWN])
-                more = f", ... and {n - SHOWN} more" if n > SHOWN else ""
-                lines.append(f"{file}: {n} row{'s' if n != 1 else ''} {e['description']}: {shown}{more}")
-            if e["fix"] not in fixes:
-                fixes.append(e["fix"])
-    return lines, fixes
-
-
-def render_markdown(report: dict) -> str:
-    """The human-readable report: a per-file table, each problem with its rows, and how to fix them."""
-    status = "PASSED" if report["success"] else "FAILED"
-    facts = (f"lists: `{report['lists_dir']}` · min_frames: {report['min_frames']} · "
-             f"classes: {report['n_classes']} · great_expectations {report['great_expectations']}")
-    out = [f"# Data validation: {status}", "", facts, "",
-           "| file | rows | checks | failed |", "|---|---:|---:|---:|"]
-    for file, s in report["lists"].items():
-        failed = sum(not e["success"] for e in s["expectations"])
-        out.append(f"| {file} | {s['rows']} | {len(s['expectations'])} | {failed} |")
-    lines, fixes = _problems(report)
-    if lines:
-        out += ["", "## Problems", ""] + [f"- {line}" for line in lines]
-        out += ["", "## How to fix", ""] + [f"- {fix}" for fix in fixes]
-    return "\n".join(out) + "\n"
-
-
 def check_lists(lists_dir: Path, *, min_frames: int, report_dir: Path) -> dict:
     """Validate the lists (see ``validate_lists``) and stop the pipeline if anything failed.
 
@@ -368,7 +320,7 @@ def check_lists(lists_dir: Path, *, min_frames: int, report_dir: Path) -> dict:
     """
     report = validate_lists(lists_dir, min_frames=min_frames, report_dir=report_dir)
     if not report["success"]:
-        lines, fixes = _problems(report)
+        lines, fixes = problems(report)
         raise DataValidationError(
             f"data validation failed for {lists_dir} (full report: {Path(report_dir) / 'validation.md'}):\n"
             + "\n".join(lines) + "\nHow to fix:\n" + "\n".join(f"- {fix}" for fix in fixes))

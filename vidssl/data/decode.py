@@ -1,0 +1,132 @@
+"""One video -> a stream of JPEG frames, from one ffmpeg process (ffmpeg-python builds the command).
+
+ffmpeg (``-threads 1``; extraction parallelises over videos) scales the frames, encodes JPEG itself and writes
+MJPEG to a pipe, which is split on JPEG markers: no input size is needed (there is no ffprobe), rotation and
+non-square pixels are resolved inside ffmpeg, and on the UCF101/Kinetics samples it was ~1.4x faster than raw
+RGB out of ffmpeg + simplejpeg in Python (which also needs an ``ffmpeg -i`` call).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+STDERR_TAIL = 20
+_READ_CHUNK = 1 << 16
+
+
+class DecodeError(RuntimeError):
+    """ffmpeg could not decode a video; the message holds the command and its stderr tail."""
+
+
+def quality_to_qscale(quality: int) -> float:
+    """Map a libjpeg-style quality (1-100) to ffmpeg's MJPEG ``-q:v`` (1-31).
+
+    libjpeg scales its base tables by (200 - 2q)/100 for q >= 50 and 50/q below; ffmpeg's MJPEG tables at
+    qscale 1 match the libjpeg scale 0.1 (measured: q:v 2 ~ quality 90, 3 ~ 85, 5 ~ 75 in size and PSNR).
+    """
+    scale = (200 - 2 * quality) / 100 if quality >= 50 else 50 / quality
+    return min(31.0, max(1.0, scale * 10))
+
+
+def ffmpeg_args(path: Path, *, short_side: int, fps: float, quality: int) -> list[str]:
+    """Build the ffmpeg command that writes the frames of ``path`` as MJPEG to stdout."""
+    import ffmpeg  # ffmpeg-python: light, but only extraction needs it
+    import imageio_ffmpeg
+
+    stream = ffmpeg.input(str(path), threads=1)["V"]  # "V": video streams, not attached cover art
+    if fps > 0:
+        stream = stream.filter("fps", fps=fps)
+    if short_side > 0:
+        # Size from the display aspect (dar = iw/ih*sar; ffmpeg has already applied rotation), so
+        # non-square-pixel videos are not squashed; the long side is rounded to an even number.
+        s = short_side
+        stream = stream.filter(
+            "scale",
+            w=f"if(lt(dar,1),{s},2*trunc({s}*dar/2+0.5))",
+            h=f"if(lt(dar,1),2*trunc({s}/dar/2+0.5),{s})",
+        ).filter("setsar", "1")
+    out = stream.output(
+        "pipe:", format="image2pipe", vcodec="mjpeg", qmin=1, threads=1,
+        # passthrough: one JPEG per decoded frame; the default (cfr) duplicates frames at pts gaps.
+        **{"q:v": round(quality_to_qscale(quality), 2), "fps_mode": "passthrough"},
+    )
+    out = out.global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error",
+                          "-filter_threads", "1")
+    return out.compile(cmd=imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def split_jpegs(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Split a concatenated stream of baseline JPEGs (ffmpeg's MJPEG output) into single images.
+
+    Header segments are walked by their lengths; after the SOS header the first FF D9 is the end of
+    the image, because in entropy-coded data a 0xFF byte is always followed by 00 or a restart marker.
+
+    Raises:
+        DecodeError: the stream holds bytes that are not (complete) JPEGs.
+    """
+    buf = bytearray()
+    for chunk in chunks:
+        buf += chunk
+        while True:
+            end = _jpeg_end(buf)
+            if end < 0:
+                break
+            yield bytes(buf[:end])
+            del buf[:end]  # bytearray deletes from the front in O(1)
+    if buf:
+        raise DecodeError(f"ffmpeg output ends with {len(buf)} bytes that are not a complete JPEG")
+
+
+def _jpeg_end(buf: bytearray) -> int:
+    """Offset just past the first JPEG in ``buf``, or -1 if it is not complete yet."""
+    if len(buf) < 4:
+        return -1
+    if buf[0] != 0xFF or buf[1] != 0xD8:
+        raise DecodeError(f"ffmpeg output is not JPEG (starts with {bytes(buf[:4]).hex()})")
+    pos = 2
+    while pos + 4 <= len(buf):
+        if buf[pos] != 0xFF:
+            raise DecodeError(f"corrupt JPEG header in ffmpeg output at byte {pos}")
+        marker, seg_len = buf[pos + 1], int.from_bytes(buf[pos + 2 : pos + 4], "big")
+        pos += 2 + seg_len
+        if marker == 0xDA:  # start of scan: entropy-coded data up to EOI
+            eoi = buf.find(b"\xff\xd9", pos)
+            return -1 if eoi < 0 else eoi + 2
+    return -1
+
+
+def decode_frames(
+    path: Path, *, short_side: int, fps: float, quality: int, warnings: list[str]
+) -> Iterator[bytes]:
+    """Yield JPEG frames of ``path`` from one ffmpeg process; appends ffmpeg's error lines to ``warnings``.
+
+    Raises:
+        DecodeError: ffmpeg exited non-zero or decoded no frames (message: command + stderr tail).
+    """
+    args = ffmpeg_args(path, short_side=short_side, fps=fps, quality=quality)
+    # stderr goes to a file, not a pipe: a long error log can then never block ffmpeg while we read stdout.
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        n = 0
+        try:
+            assert proc.stdout is not None
+            for jpeg in split_jpegs(iter(lambda: proc.stdout.read(_READ_CHUNK), b"")):
+                n += 1
+                yield jpeg
+            rc = proc.wait()
+        finally:
+            if proc.poll() is None:  # the consumer stopped early or failed: do not leave ffmpeg running
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        err.seek(0)
+        lines = err.read().decode("utf-8", "replace").splitlines()
+    if rc != 0 or n == 0:
+        why = f"ffmpeg exited with code {rc}" if rc != 0 else "ffmpeg decoded 0 frames"
+        tail = "\n".join(lines[-STDERR_TAIL:])
+        raise DecodeError(f"{why}; command: {shlex.join(args)}\n{tail}")
+    warnings.extend(lines[-STDERR_TAIL:])
