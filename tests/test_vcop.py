@@ -132,5 +132,6 @@ def test_from_config_and_make_dataset(tmp_path: Path) -> None:
     assert VCOP.from_config(backbone, Params(), n_samples=1).head.fc8.out_features == 6
     cfg = SimpleNamespace(seed=0, pretrain=SimpleNamespace(vcop=VCOPParams(tuple_len=4, interval=3)))
     assert VCOP.from_config(backbone, cfg, n_samples=1).head.fc8.out_features == 24
-    ds = VCOP.make_dataset([], ClipSpec(), cfg)
+    ds = VCOP.make_dataset([], ClipSpec(stride=4), cfg)
     assert (ds.tuple_len, ds.interval) == (4, 3)
+    assert ds.spec.stride == 1  # VCOP pretrains on consecutive frames whatever the shared eval stride

@@ -18,11 +18,14 @@ class VCOPParams(Section):
     Attributes:
         tuple_len: clips per tuple; the classifier predicts one of tuple_len! orders.
         interval: frames skipped between consecutive clips of a tuple.
+        stride: frame step inside each clip while pretraining (VCOP: 1, consecutive frames); the shared
+            ``clip.stride`` still sets evaluation, so a tuple fits in short videos whatever eval uses.
         hidden: width of the pairwise layer (fc7).
         dropout: dropout before the order classifier (fc8).
     """
 
     tuple_len: int = Field(3, ge=2, le=5)
     interval: int = Field(8, ge=0)
+    stride: int = Field(1, ge=1)
     hidden: int = Field(512, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1)

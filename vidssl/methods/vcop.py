@@ -8,6 +8,8 @@ tuple_len! permutations was applied.
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import math
 from collections.abc import Sequence
@@ -123,6 +125,7 @@ class VCOP(Method):
     @classmethod
     def make_dataset(cls, records: Sequence[VideoRecord], spec: ClipSpec, cfg: "Params") -> VCOPDataset:
         p = _params(cfg)
+        spec = dataclasses.replace(spec, stride=p.stride)  # VCOP pretrains on consecutive frames
         return VCOPDataset(records, spec, tuple_len=p.tuple_len, interval=p.interval)
 
     def logits(self, clips: Tensor) -> Tensor:
