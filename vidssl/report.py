@@ -109,7 +109,16 @@ def methods_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def verdicts(rows: list[Row]) -> list[str]:
+def _compare(top1: float, other: float, n_test: int) -> tuple[str, str]:
+    """("beats" | "does NOT beat", detail) for two retrieval top-1 fractions over ``n_test`` queries."""
+    gain = 100 * (top1 - other)
+    videos = round((top1 - other) * n_test)
+    word = "beats" if gain > 0 else "does NOT beat"
+    noise = "; within 2 test videos, so not a clear difference" if n_test and abs(videos) <= 2 else ""
+    return word, f"{_pct(top1)} vs {_pct(other)}, {gain:+.1f} points = {videos:+d} test videos{noise}"
+
+
+def verdicts(rows: list[Row], n_test: int = 0) -> list[str]:
     """Plain sentences: does each seed method beat random init, and its own baseline (retrieval top-1)?"""
     by_name = {r.name: r for r in rows}
     ref = by_name.get(RANDOM_INIT)
@@ -119,17 +128,13 @@ def verdicts(rows: list[Row]) -> list[str]:
             continue
         top1 = r.retrieval["top1"]
         if ref is not None:
-            gain = 100 * (top1 - ref.retrieval["top1"])
-            word = "beats" if gain > 0 else "does NOT beat"
-            out.append(f"- **{r.name}** {word} random init on retrieval top-1 ({_pct(top1)} vs "
-                       f"{_pct(ref.retrieval['top1'])}, {gain:+.1f} points); fine-tune {_pct(r.finetune_acc)} vs "
-                       f"{_pct(ref.finetune_acc)}.")
+            word, detail = _compare(top1, ref.retrieval["top1"], n_test)
+            out.append(f"- **{r.name}** {word} random init on retrieval top-1 ({detail}); fine-tune "
+                       f"{_pct(r.finetune_acc)} vs {_pct(ref.finetune_acc)}.")
         base = by_name.get(r.baseline or "")
         if base is not None:
-            gain = 100 * (top1 - base.retrieval["top1"])
-            word = "beats" if gain > 0 else "does NOT beat"
-            out.append(f"  - {word} its own baseline {base.name} on retrieval top-1 ({_pct(top1)} vs "
-                       f"{_pct(base.retrieval['top1'])}, {gain:+.1f} points).")
+            word, detail = _compare(top1, base.retrieval["top1"], n_test)
+            out.append(f"  - {word} its own baseline {base.name} on retrieval top-1 ({detail}).")
     return out
 
 
@@ -145,7 +150,7 @@ def render(cfg: Params, rows: list[Row], n_test: int) -> str:
         f"Retrieval: test videos query train videos, {cfg.retrieve.clips} clips averaged, cosine, feature "
         f"`{cfg.retrieve.feature}`. Fine-tune: backbone + linear head, {cfg.finetune.epochs} epochs, mean of "
         f"{cfg.finetune.test_clips} clips' logits. Wall times are from this machine.\n\n"
-        f"{methods_table(rows)}\n\n## Verdicts\n\n" + "\n".join(verdicts(rows)) + "\n"
+        f"{methods_table(rows)}\n\n## Verdicts\n\n" + "\n".join(verdicts(rows, n_test)) + "\n"
     )
 
 
