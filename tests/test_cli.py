@@ -24,7 +24,7 @@ def test_help_imports_no_heavy_library() -> None:
 def test_every_stage_is_a_command() -> None:
     out = run("--help").stdout
     for command in ("synth", "extract", "lists", "validate", "pretrain", "finetune", "retrieve", "evaluate",
-                    "pipeline", "ui", "backbones", "methods"):
+                    "pipeline", "ui", "backbones", "methods", "methods-report"):
         assert command in out
 
 
@@ -40,6 +40,15 @@ def test_bad_params_give_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("pretrain:\n  lr: fast\n")
     proc = run("check-params", cwd=tmp_path)
     assert proc.returncode == 2 and "pretrain.lr" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_methods_report_without_lists_names_the_missing_file(tmp_path: Path) -> None:
+    proc = run("methods-report", "--lists", str(tmp_path / "nolists"), "--methods", "iic", "--params",
+               str(ROOT / "params.yaml"), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "nolists/pretrain.csv: list not found" in proc.stderr and "dvc repro validate" in proc.stderr
+    proc = run("methods-report", "--methods", "iic,nope", "--params", str(ROOT / "params.yaml"), cwd=tmp_path)
+    assert proc.returncode == 2 and "['nope'] are not registered" in proc.stderr
 
 
 def test_synth_command_writes_ucf101_style_splits(tmp_path: Path) -> None:
