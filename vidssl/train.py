@@ -253,7 +253,9 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
                          modules={"model": model, "optimizer": opt, "scheduler": sched},
                          step_epoch=step_epoch, tracker=tracker)
     test_ds = MultiClipDataset(read_list(lists_dir / "test.csv"), spec, f.test_clips)
+    t_eval = time.time()
     result = evaluate_videos(model, test_ds, batch_size=max(1, f.batch_size // f.test_clips), workers=f.workers)
     save_state_dict(Path(out_dir) / "classifier.pt", {"model": model.state_dict(), "name": cfg.model.backbone})
     return {"test_accuracy": result["accuracy"], "pred": result["pred"], "true": result["true"],
-            "epochs": len(history), "seconds": time.time() - t0, "history": history}
+            "epochs": len(history), "seconds": time.time() - t0, "eval_seconds": time.time() - t_eval,
+            "history": history}
