@@ -185,7 +185,8 @@ def methods() -> None:
 def methods_report(lists: Path = typer.Option(Path("data/lists"), help="lists folder from `vidssl lists`"),
                    work: Path = typer.Option(Path("models/methods"), help="per-method checkpoints and results"),
                    out: Path = typer.Option(Path("reports/methods.md"), help="Markdown report (JSON beside it)"),
-                   only: Optional[str] = typer.Option(None, "--methods", help="comma-separated subset of report.methods"),
+                   only: Optional[str] = typer.Option(None, "--methods",
+                                                      help="comma-separated subset of report.methods"),
                    params: Path = PARAMS) -> None:
     """Random init vs every baseline and seed method on the same data: retrieval, fine-tune, wall time."""
     from vidssl.report import run_methods_report

@@ -177,10 +177,11 @@ def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
         raise ConfigError(_format_errors(source, err)) from None
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in, recursing into mappings both sides have (presets, report overrides)."""
     out = dict(base)
     for key, value in over.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -199,7 +200,7 @@ def apply_preset(raw: dict[str, Any], presets_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         known = sorted(p.stem for p in presets_dir.glob("*.yaml"))
         raise ConfigError(f"preset: unknown preset {name!r} (no {path}); choose from {['none', *known]}")
-    return _deep_merge(raw, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    return deep_merge(raw, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 
 
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:

@@ -12,7 +12,8 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from vidssl.config import Params, _deep_merge, flatten, parse_params
+
+from vidssl.config import Params, deep_merge, flatten, parse_params
 from vidssl.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,8 @@ class Row:
 
 def method_params(cfg: Params, name: str) -> Params:
     """``cfg`` with ``pretrain.method = name`` and the report's overrides for ``name`` merged over it."""
-    raw = _deep_merge(cfg.model_dump(), {"pretrain": {"method": name}})
-    raw = _deep_merge(raw, cfg.report.overrides.get(name, {}))
+    raw = deep_merge(cfg.model_dump(), {"pretrain": {"method": name}})
+    raw = deep_merge(raw, cfg.report.overrides.get(name, {}))
     return parse_params(raw, f"params + report.overrides.{name}")
 
 
@@ -53,7 +54,7 @@ def _key(cfg: Params, lists_dir: Path, pretrained: bool) -> str:
 def evaluate_entry(cfg: Params, name: str, lists_dir: Path, work_dir: Path) -> Row:
     """Pretrain ``name`` (nothing for random init), then retrieve and fine-tune; reuse a finished result."""
     from vidssl.methods.registry import METHODS
-    from vidssl.runs import _Prefixed, retrieval_scores
+    from vidssl.runs import Prefixed, retrieval_scores
     from vidssl.tracking import stage_run
     from vidssl.train import finetune, pretrain
 
@@ -77,7 +78,7 @@ def evaluate_entry(cfg: Params, name: str, lists_dir: Path, work_dir: Path) -> R
         retrieval = retrieval_scores(mcfg, lists_dir, weights, out / "features")
         seconds["retrieve"] = time.time() - t1
         ft = finetune(mcfg, lists_dir, weights, out / "finetune_state", out / "finetune",
-                      _Prefixed(tracker, "finetune"))
+                      Prefixed(tracker, "finetune"))
         seconds["finetune"] = _epoch_seconds(ft["history"]) + ft["eval_seconds"]
         seconds["total"] = seconds.get("pretrain", 0.0) + seconds["retrieve"] + seconds["finetune"]
         cls = METHODS.get(name)

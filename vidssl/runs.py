@@ -84,7 +84,7 @@ def run_finetune(cfg: Params, lists_dir: Path, init: Path | None, out_dir: Path,
     out: dict[str, Any] = {}
     with stage_run("finetune", params) as tracker:
         for name, weights in runs.items():
-            r = finetune(cfg, lists_dir, weights, state_dir / name, out_dir / name, _Prefixed(tracker, name))
+            r = finetune(cfg, lists_dir, weights, state_dir / name, out_dir / name, Prefixed(tracker, name))
             out[name] = {"test_accuracy": r["test_accuracy"], "epochs": r["epochs"], "seconds": r["seconds"]}
             tracker.log_metrics({f"{name}.test_accuracy": r["test_accuracy"]})
             curves = plot_curves(r["history"], ["train_loss", "train_clip_acc"], plots / f"finetune_{name}.png",
@@ -97,7 +97,7 @@ def run_finetune(cfg: Params, lists_dir: Path, init: Path | None, out_dir: Path,
     return out
 
 
-class _Prefixed:
+class Prefixed:
     """Tracker view that prefixes metric names, so two fine-tunes share one run without clashing."""
 
     def __init__(self, tracker: Any, prefix: str) -> None:
@@ -172,7 +172,8 @@ def run_evaluate(cfg: Params, metrics_dir: Path, report: Path, summary_path: Pat
     text = (f"# vidssl results\n\nMethod `{cfg.pretrain.method}` on backbone `{cfg.model.backbone}`, dataset "
             f"`{cfg.data.dataset}` split {cfg.data.split}; seed {cfg.seed}.\n\n"
             f"Retrieval: test videos query train videos, {cfg.retrieve.clips} clips per video averaged, cosine, "
-            f"feature `{cfg.retrieve.feature}`{' (merged views)' if cfg.retrieve.merged else ''}{', centred' if cfg.retrieve.center else ''} (VCOP/IIC "
+            f"feature `{cfg.retrieve.feature}`{' (merged views)' if cfg.retrieve.merged else ''}"
+            f"{', centred' if cfg.retrieve.center else ''} (VCOP/IIC "
             f"protocol). Fine-tune: backbone + linear head, video accuracy = mean of {cfg.finetune.test_clips} "
             f"clips' logits.\n\n{table}\n\nPretraining: {pre['epochs']} epochs, final loss {pre['final_loss']:.3f}, "
             f"{pre['seconds']:.0f} s. Retrieval top-1 gain from pretraining: {100 * gain['top1']:+.1f} points.\n")

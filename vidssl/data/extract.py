@@ -1,7 +1,8 @@
 """Decode ``src/<class>/<video>.<ext>`` videos (or import ``src/<class>/<video>/*.jpg``) into frame packs.
 
 Parallel over videos, resumable (a pack is written atomically, so one that exists is complete) and tolerant:
-each video's ffmpeg run is in :mod:`vidssl.data.decode`. A non-zero ffmpeg exit or zero frames quarantines a video (no pack; command and stderr tail in the report).
+each video's ffmpeg run is in :mod:`vidssl.data.decode`. A non-zero ffmpeg exit or zero frames quarantines a
+video (no pack; command and stderr tail in the report).
 A damaged file that ffmpeg decodes to the end with exit 0 (e.g. a truncated AVI) keeps the frames it gave:
 status "extracted", ffmpeg's error lines in ``warnings``; the validate stage can judge its frame count.
 """

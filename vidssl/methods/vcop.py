@@ -9,7 +9,6 @@ tuple_len! permutations was applied.
 from __future__ import annotations
 
 import dataclasses
-
 import itertools
 import math
 from collections.abc import Sequence
