@@ -73,13 +73,13 @@ def evaluate_entry(cfg: Params, name: str, lists_dir: Path, work_dir: Path) -> R
             log.info("%s: pretraining", name)
             summary = pretrain(mcfg, lists_dir, out / "pretrain_state", out, tracker)
             weights, final_loss = out / "backbone.pt", summary["final_loss"]
-            seconds["pretrain"] = _epoch_seconds(summary["history"])
+            seconds["pretrain"] = summary["seconds"]
         t1 = time.time()
         retrieval = retrieval_scores(mcfg, lists_dir, weights, out / "features")
         seconds["retrieve"] = time.time() - t1
         ft = finetune(mcfg, lists_dir, weights, out / "finetune_state", out / "finetune",
                       Prefixed(tracker, "finetune"))
-        seconds["finetune"] = _epoch_seconds(ft["history"]) + ft["eval_seconds"]
+        seconds["finetune"] = ft["seconds"]
         seconds["total"] = seconds.get("pretrain", 0.0) + seconds["retrieve"] + seconds["finetune"]
         cls = METHODS.get(name)
         kind = "reference" if cls is None else ("seed" if cls.baseline else "baseline")
@@ -90,11 +90,6 @@ def evaluate_entry(cfg: Params, name: str, lists_dir: Path, work_dir: Path) -> R
                              **{f"seconds.{k}": v for k, v in seconds.items()}})
     write_json(done, {"key": key, "row": asdict(row)})
     return row
-
-
-def _epoch_seconds(history: list[dict[str, float]]) -> float:
-    # Summed per-epoch times, kept in the checkpoint: a resumed run still reports what all epochs cost.
-    return float(sum(h["epoch_seconds"] for h in history))
 
 
 def _pct(x: float) -> str:
