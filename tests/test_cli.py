@@ -49,6 +49,9 @@ def test_methods_report_without_lists_names_the_missing_file(tmp_path: Path) -> 
     assert "nolists/pretrain.csv: list not found" in proc.stderr and "dvc repro validate" in proc.stderr
     proc = run("methods-report", "--methods", "iic,nope", "--params", str(ROOT / "params.yaml"), cwd=tmp_path)
     assert proc.returncode == 2 and "['nope'] are not registered" in proc.stderr
+    for bad, says in (("1,x", "--seeds '1,x': give whole numbers"), ("1,1", "report.seeds [1, 1] repeats a seed")):
+        proc = run("methods-report", "--seeds", bad, "--params", str(ROOT / "params.yaml"), cwd=tmp_path)
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_synth_command_writes_ucf101_style_splits(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 
 from vidssl.config import Params
 from vidssl.data.clips import ClipSpec, VideoRecord, random_crop
@@ -20,12 +21,14 @@ from vidssl.methods.dualvar import (
     DualVarDataset,
     SeriesHead,
     centred_indices,
+    resolve_rank_clamp,
     sample_clip_indices,
     shuffle_segments,
     tc_loss_in_batch,
     tc_loss_queue,
     unshuffle_slots,
 )
+from vidssl.methods.losses import shuffle_rank_loss
 from vidssl.methods.params_dualvar import DualVarParams
 from vidssl.models import build_backbone
 
@@ -257,3 +260,29 @@ def test_from_config_reads_section_or_defaults() -> None:
     assert moco.rank_clamp is None and moco.clip_queue.queue.shape == (16, 128)
     with pytest.raises(ValueError, match="unknown core"):
         DualVar(backbone, core="byol")
+
+
+def test_rank_clamp_follows_core_unless_set() -> None:
+    assert resolve_rank_clamp("core", "simclr") == 5.0  # SimCLR code: .clip(max=5.0)
+    assert resolve_rank_clamp("core", "moco") is None  # MoCo code: no clip
+    assert resolve_rank_clamp("off", "simclr") is None
+    assert resolve_rank_clamp(3, "moco") == 3.0
+    with pytest.raises(ValueError, match="rank_clamp 'sometimes'"):
+        resolve_rank_clamp("sometimes", "simclr")
+    cfg = SimpleNamespace(seed=1, pretrain=SimpleNamespace(dualvar=DualVarParams(rank_clamp="off")))
+    assert DualVar.from_config(build_backbone("tiny", width=4), cfg, n_samples=10).rank_clamp is None
+    with pytest.raises(ValidationError):
+        DualVarParams(rank_clamp="sometimes")
+
+
+def test_clipped_rank_argument_passes_no_gradient() -> None:
+    # Slots swapped: the shuffled copy was not recognised, so c_1 beats the positive c_0 by 0.9 for row a_0.
+    # With a sharp θ every other entry is far below its positive; the clipped loss then has no gradient at
+    # all, the unclipped one a large one (the reason `rank_clamp: off` exists).
+    c = F.normalize(torch.tensor([[[0.1, 1.0], [1.0, 0.1]]]), dim=2)
+    grads = {}
+    for clamp in (5.0, None):
+        a = torch.eye(2).unsqueeze(0).requires_grad_(True)
+        shuffle_rank_loss(a, c, 0.001, clamp).backward()
+        grads[clamp] = a.grad.abs().sum().item()
+    assert grads[5.0] < 1e-12 and grads[None] > 1.0, grads

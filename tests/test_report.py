@@ -9,10 +9,18 @@ import pytest
 
 from vidssl.config import ConfigError, parse_params
 from vidssl.methods.registry import METHODS
-from vidssl.report import RANDOM_INIT, Row, method_params, methods_table, run_methods_report, verdicts
+from vidssl.report import (
+    RANDOM_INIT,
+    Row,
+    factors_table,
+    method_params,
+    methods_table,
+    run_methods_report,
+    verdicts,
+)
 
 
-def _cfg(**report: object):
+def _cfg(data: dict | None = None, **report: object):
     return parse_params({
         "seed": 3,
         "model": {"backbone": "tiny", "width": 4},
@@ -21,11 +29,13 @@ def _cfg(**report: object):
         "finetune": {"epochs": 1, "batch_size": 4, "workers": 0, "test_clips": 2},
         "retrieve": {"clips": 2, "workers": 0, "topk": [1, 5]},
         "report": report,
+        **({"data": data} if data else {}),
     })
 
 
-def _row(name: str, top1: float, kind: str = "seed", baseline: str | None = None, ft: float = 0.5) -> Row:
-    return Row(name, kind, baseline, {"top1": top1, "top5": min(1.0, top1 + 0.2)}, ft, {"total": 1.0})
+def _row(name: str, top1: float, kind: str = "seed", baseline: str | None = None, ft: float = 0.5,
+         seed: int = 0) -> Row:
+    return Row(name, kind, baseline, {"top1": top1, "top5": min(1.0, top1 + 0.2)}, ft, {"total": 1.0}, seed=seed)
 
 
 def test_every_seed_method_names_a_registered_baseline() -> None:
@@ -79,7 +89,8 @@ def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: P
     assert out.read_text() == text and "| iic | seed |" in text and "| cmc | baseline |" in text
     iic = saved["rows"][1]
     assert 0.0 <= iic["retrieval"]["top1"] <= 1.0 and iic["seconds"]["pretrain"] > 0
-    assert (work / "iic" / "backbone.pt").is_file() and (work / "iic" / "features" / "test.npz").is_file()
+    iic_dir = work / "seed3" / "iic"
+    assert (iic_dir / "backbone.pt").is_file() and (iic_dir / "features" / "test.npz").is_file()
     # Each entry is a nested MLflow run carrying the numbers the report prints.
     import mlflow
 
@@ -89,6 +100,7 @@ def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: P
     assert found["report.iic"].data.metrics["retrieval.top1"] == pytest.approx(iic["retrieval"]["top1"])
     assert found["report.iic"].data.params["pretrain.method"] == "iic"
     assert found["report.cmc"].data.tags["vidssl.report_kind"] == "baseline"
+    assert found["report.cmc"].data.tags["vidssl.report_seed"] == "3"
 
     import vidssl.train as train
 
@@ -102,3 +114,44 @@ def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: P
     changed = _cfg(overrides={"cmc": {"pretrain": {"lr": 0.02}}})
     with pytest.raises(AssertionError, match="trained again"):
         run_methods_report(changed, tiny_lists, work, out, ["iic", "cmc"])
+    # A second seed trains only that seed; the first seed's results are reused.
+    monkeypatch.undo()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    two = run_methods_report(_cfg(seeds=[3, 4]), tiny_lists, work, out, ["iic"])
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [(r["name"], r["seed"]) for r in rows] == [(RANDOM_INIT, 3), ("iic", 3), (RANDOM_INIT, 4), ("iic", 4)]
+    assert rows[1] == {**iic, "seed": 3, "factors": None}
+    assert (work / "seed4" / "iic" / "backbone.pt").is_file() and "seeds 3, 4 (mean ± sd)" in two
+    assert "mean of 2 seeds" in two
+
+
+def test_several_seeds_give_mean_sd_and_paired_verdicts() -> None:
+    rows = [_row(RANDOM_INIT, 0.10, kind="reference", seed=1), _row("iic", 0.30, baseline="cmc", seed=1),
+            _row(RANDOM_INIT, 0.20, kind="reference", seed=2), _row("iic", 0.50, baseline="cmc", seed=2),
+            _row("cmc", 0.15, kind="baseline", seed=1), _row("cmc", 0.25, kind="baseline", seed=2)]
+    text = "\n".join(verdicts(rows, n_test=60))
+    # Paired per seed: +20 and +30 points = +12 and +18 videos, mean 25 points = 15 videos.
+    assert ("**iic** beats random init on retrieval top-1 (mean of 2 seeds 40.0 vs 15.0, +25.0 points = "
+            "+15.0 test videos; per seed +12, +18); fine-tune 50.0 ± 0.0 vs 50.0 ± 0.0.") in text
+    assert "beats its own baseline cmc on retrieval top-1 (mean of 2 seeds 40.0 vs 20.0" in text
+    # sample sd of 0.30 and 0.50 is 0.1414 -> 14.1 points
+    assert "| iic | seed | 40.0 ± 14.1 | 60.0 ± 14.1 | 50.0 ± 0.0 | – | 1 |" in methods_table(rows)
+    # Gains of both signs are not a clear difference, even with a positive mean.
+    mixed = [_row(RANDOM_INIT, 0.10, kind="reference", seed=1), _row("be", 0.30, seed=1),
+             _row(RANDOM_INIT, 0.30, kind="reference", seed=2), _row("be", 0.20, seed=2)]
+    assert "+1.5 test videos; per seed +12, -6; within 2 test videos" not in "\n".join(verdicts(mixed, 60))
+    assert "per seed +12, -6; the seeds disagree, so not a clear difference" in "\n".join(verdicts(mixed, 60))
+    # A seed the reference did not run is left out of the pairing.
+    extra = [*rows[:2], _row("iic", 0.9, seed=7)]
+    assert "(30.0 vs 10.0, +20.0 points = +12 test videos)" in "\n".join(verdicts(extra, 60))
+
+
+def test_factors_table_reports_agreement_against_chance() -> None:
+    f = {"class": {"agree": 0.5, "chance": 0.1}, "motion_pair": {"agree": 0.6, "chance": 0.2},
+         "background": {"agree": 0.25, "chance": 0.25}, "shape": {"agree": 0.2, "chance": 0.2}}
+    rows = [_row(RANDOM_INIT, 0.1, kind="reference"), _row("iic", 0.5)]
+    assert factors_table(rows) == ""  # nothing to say without factors
+    rows[1].factors = f
+    table = factors_table(rows)
+    assert "| method | class (chance 10.0) | motion pair (chance 20.0) | background (chance 25.0) |" in table
+    assert "| iic | 50.0 | 60.0 | 25.0 | 20.0 |" in table and "random init" not in table

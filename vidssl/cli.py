@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -187,12 +187,32 @@ def methods_report(lists: Path = typer.Option(Path("data/lists"), help="lists fo
                    out: Path = typer.Option(Path("reports/methods.md"), help="Markdown report (JSON beside it)"),
                    only: Optional[str] = typer.Option(None, "--methods",
                                                       help="comma-separated subset of report.methods"),
+                   seeds: Optional[str] = typer.Option(None, help="comma-separated seeds (default report.seeds, "
+                                                       "else seed): mean ± sd and per-seed paired verdicts"),
                    params: Path = PARAMS) -> None:
     """Random init vs every baseline and seed method on the same data: retrieval, fine-tune, wall time."""
     from vidssl.report import run_methods_report
 
     names = [m.strip() for m in only.split(",") if m.strip()] if only else None
-    run_main(lambda: typer.echo(run_methods_report(_cfg(params), lists, work, out, names)))
+
+    def main() -> str:
+        cfg = _cfg(params)
+        if seeds:
+            cfg = _with_seeds(cfg, seeds)
+        return run_methods_report(cfg, lists, work, out, names)
+
+    run_main(lambda: typer.echo(main()))
+
+
+def _with_seeds(cfg: Any, text: str) -> Any:
+    """``cfg`` with ``report.seeds`` from a comma-separated option, validated like params.yaml."""
+    from vidssl.config import ConfigError, deep_merge, parse_params
+
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: give whole numbers separated by commas, e.g. --seeds 632,1,2") from None
+    return parse_params(deep_merge(cfg.model_dump(), {"report": {"seeds": values}}), "--seeds")
 
 
 @app.command(name="check-params")

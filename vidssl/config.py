@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from vidssl.methods.params_be import BEParams
 from vidssl.methods.params_contrastive import ContrastiveParams
@@ -131,6 +131,14 @@ class ReportParams(_Section):
 
     methods: list[str] = ["iic", "dualvar", "be", "mlfo", "cmc", "moco", "simclr", "vcop"]
     overrides: dict[str, dict[str, Any]] = {}
+    seeds: list[int] = []  # empty: the pipeline's ``seed`` only; several: mean ± sd and per-seed paired gains
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"report.seeds {v} repeats a seed; list each seed once")
+        return v
 
 
 class Params(_Section):

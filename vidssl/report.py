@@ -1,15 +1,21 @@
 """The methods report: random init, every baseline and every seed method on the same data, backbone and seed.
 
 Each method is pretrained, then evaluated exactly as the pipeline evaluates one (retrieval, then fine-tuning),
-with the wall time of each part. Results land in ``<work>/<method>/result.json`` keyed by the method's resolved
-params and the lists, so a rerun skips what is done and an interrupted one picks up where it stopped.
+with the wall time of each part. Results land in ``<work>/seed<N>/<method>/result.json`` keyed by the method's
+resolved params and the lists, so a rerun skips what is done and an interrupted one picks up where it stopped.
+With several ``report.seeds`` every entry runs once per seed; the report prints mean ± sd and judges each
+method by its per-seed gains over random init at the same seed (the same starting weights).
+On MotionShapes the report also says what the features encode: how often a test video's nearest train video
+shares its class, motion pair, background or shape (:mod:`vidssl.factors`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +38,8 @@ class Row:
     finetune_acc: float
     seconds: dict[str, float] = field(default_factory=dict)
     final_loss: float | None = None
+    seed: int = 0
+    factors: dict[str, dict[str, float]] | None = None  # vidssl.factors agreement (MotionShapes only)
 
 
 def method_params(cfg: Params, name: str) -> Params:
@@ -65,7 +73,7 @@ def evaluate_entry(cfg: Params, name: str, lists_dir: Path, work_dir: Path) -> R
         saved = json.loads(done.read_text(encoding="utf-8"))
         if saved.get("key") == key:
             log.info("%s: reusing %s", name, done)
-            return Row(**saved["row"])
+            return Row(**{**saved["row"], "seed": cfg.seed})
     params = flatten(mcfg.model_dump(include={"seed", "model", "clip", "pretrain", "finetune", "retrieve"}))
     with stage_run(f"report.{name}", params) as tracker:
         weights, seconds, final_loss = None, {}, None
@@ -83,8 +91,9 @@ def evaluate_entry(cfg: Params, name: str, lists_dir: Path, work_dir: Path) -> R
         seconds["total"] = seconds.get("pretrain", 0.0) + seconds["retrieve"] + seconds["finetune"]
         cls = METHODS.get(name)
         kind = "reference" if cls is None else ("seed" if cls.baseline else "baseline")
-        row = Row(name, kind, getattr(cls, "baseline", None), retrieval, ft["test_accuracy"], seconds, final_loss)
-        tracker.set_tags({"vidssl.report_kind": kind})
+        row = Row(name, kind, getattr(cls, "baseline", None), retrieval, ft["test_accuracy"], seconds, final_loss,
+                  seed=cfg.seed)
+        tracker.set_tags({"vidssl.report_kind": kind, "vidssl.report_seed": str(cfg.seed)})
         tracker.log_metrics({**{f"retrieval.{k}": v for k, v in retrieval.items()},
                              "finetune.test_accuracy": ft["test_accuracy"],
                              **{f"seconds.{k}": v for k, v in seconds.items()}})
@@ -96,63 +105,146 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def methods_table(rows: list[Row]) -> str:
-    """Markdown table: one row per entry, retrieval top-1/5, fine-tune accuracy and wall times."""
+def _stat(values: Sequence[float]) -> str:
+    """``33.3`` for one value, ``33.3 ± 4.1`` (mean ± sample sd, in points) for several."""
+    if len(values) == 1:
+        return _pct(values[0])
+    return f"{_pct(statistics.mean(values))} ± {_pct(statistics.stdev(values))}"
+
+
+def grouped(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    """Rows by entry name, in first-seen order (one row per seed)."""
+    out: dict[str, list[Row]] = {}
+    for r in rows:
+        out.setdefault(r.name, []).append(r)
+    return out
+
+
+def methods_table(rows: Sequence[Row]) -> str:
+    """Markdown table: one line per entry, retrieval top-1/5, fine-tune accuracy and wall times (mean ± sd
+    over seeds when there are several)."""
     lines = ["| method | kind | retrieval top-1 | top-5 | fine-tune acc | pretrain s | total s |",
              "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        pre = r.seconds.get("pretrain")
-        label = "random init" if r.name == RANDOM_INIT else r.name
-        lines.append(f"| {label} | {r.kind} | {_pct(r.retrieval['top1'])} | {_pct(r.retrieval['top5'])} | "
-                     f"{_pct(r.finetune_acc)} | {'–' if pre is None else f'{pre:.0f}'} | {r.seconds['total']:.0f} |")
+    for name, rs in grouped(rows).items():
+        pre = [r.seconds["pretrain"] for r in rs if "pretrain" in r.seconds]
+        label = "random init" if name == RANDOM_INIT else name
+        lines.append(
+            f"| {label} | {rs[0].kind} | {_stat([r.retrieval['top1'] for r in rs])} | "
+            f"{_stat([r.retrieval['top5'] for r in rs])} | {_stat([r.finetune_acc for r in rs])} | "
+            f"{f'{statistics.mean(pre):.0f}' if pre else '–'} | "
+            f"{statistics.mean(r.seconds['total'] for r in rs):.0f} |"
+        )
     return "\n".join(lines)
 
 
-def _compare(top1: float, other: float, n_test: int) -> tuple[str, str]:
-    """("beats" | "does NOT beat", detail) for two retrieval top-1 fractions over ``n_test`` queries."""
-    gain = 100 * (top1 - other)
-    videos = round((top1 - other) * n_test)
-    word = "beats" if gain > 0 else "does NOT beat"
-    noise = "; within 2 test videos, so not a clear difference" if n_test and abs(videos) <= 2 else ""
-    return word, f"{_pct(top1)} vs {_pct(other)}, {gain:+.1f} points = {videos:+d} test videos{noise}"
+def _compare(mine: Sequence[float], other: Sequence[float], n_test: int) -> tuple[str, str]:
+    """("beats" | "does NOT beat", detail) for retrieval top-1 fractions paired by seed, ``n_test`` queries.
+
+    A mean gain of at most 2 test videos, or per-seed gains of both signs, is flagged as not a clear difference.
+    """
+    gains = [a - b for a, b in zip(mine, other, strict=True)]
+    mean = statistics.mean(gains)
+    word = "beats" if mean > 0 else "does NOT beat"
+    videos = [round(g * n_test) for g in gains]
+    unclear = n_test and (abs(mean * n_test) <= 2 or (min(videos) < 0 < max(videos)))
+    noise = "; within 2 test videos, so not a clear difference" if n_test and abs(mean * n_test) <= 2 else (
+        "; the seeds disagree, so not a clear difference" if unclear else "")
+    if len(gains) == 1:
+        return word, f"{_pct(mine[0])} vs {_pct(other[0])}, {100 * mean:+.1f} points = {videos[0]:+d} test videos{noise}"
+    per_seed = ", ".join(f"{v:+d}" for v in videos)
+    return word, (f"mean of {len(gains)} seeds {_pct(statistics.mean(mine))} vs {_pct(statistics.mean(other))}, "
+                  f"{100 * mean:+.1f} points = {mean * n_test:+.1f} test videos; per seed {per_seed}{noise}")
 
 
-def verdicts(rows: list[Row], n_test: int = 0) -> list[str]:
-    """Plain sentences: does each seed method beat random init, and its own baseline (retrieval top-1)?"""
-    by_name = {r.name: r for r in rows}
-    ref = by_name.get(RANDOM_INIT)
+def verdicts(rows: Sequence[Row], n_test: int = 0) -> list[str]:
+    """Plain sentences: does each seed method beat random init, and its own baseline (retrieval top-1)?
+
+    Comparisons pair rows by seed and use only seeds both sides ran.
+    """
+    by_name = grouped(rows)
+
+    def paired(a: list[Row], b: list[Row]) -> tuple[list[Row], list[Row]]:
+        seeds = {r.seed for r in b}
+        a = [r for r in a if r.seed in seeds]
+        b_of = {r.seed: r for r in b}
+        return a, [b_of[r.seed] for r in a]
+
     out = []
-    for r in rows:
-        if r.kind != "seed":
+    for name, rs in by_name.items():
+        if rs[0].kind != "seed":
             continue
-        top1 = r.retrieval["top1"]
-        if ref is not None:
-            word, detail = _compare(top1, ref.retrieval["top1"], n_test)
-            out.append(f"- **{r.name}** {word} random init on retrieval top-1 ({detail}); fine-tune "
-                       f"{_pct(r.finetune_acc)} vs {_pct(ref.finetune_acc)}.")
-        base = by_name.get(r.baseline or "")
-        if base is not None:
-            word, detail = _compare(top1, base.retrieval["top1"], n_test)
-            out.append(f"  - {word} its own baseline {base.name} on retrieval top-1 ({detail}).")
+        ref = by_name.get(RANDOM_INIT)
+        if ref:
+            a, b = paired(rs, ref)
+            if a:
+                word, detail = _compare([r.retrieval["top1"] for r in a], [r.retrieval["top1"] for r in b], n_test)
+                out.append(f"- **{name}** {word} random init on retrieval top-1 ({detail}); fine-tune "
+                           f"{_stat([r.finetune_acc for r in a])} vs {_stat([r.finetune_acc for r in b])}.")
+        base = by_name.get(rs[0].baseline or "")
+        if base:
+            a, b = paired(rs, base)
+            if a:
+                word, detail = _compare([r.retrieval["top1"] for r in a], [r.retrieval["top1"] for r in b], n_test)
+                out.append(f"  - {word} its own baseline {base[0].name} on retrieval top-1 ({detail}).")
     return out
+
+
+def factors_table(rows: Sequence[Row]) -> str:
+    """What the features encode: nearest-neighbour agreement per factor (mean over seeds), chance in the header;
+    empty when no row carries factors."""
+    from vidssl.factors import FACTORS
+
+    groups = {n: [r.factors for r in rs if r.factors] for n, rs in grouped(rows).items()}
+    groups = {n: fs for n, fs in groups.items() if fs}
+    if not groups:
+        return ""
+    first = next(iter(groups.values()))[0]
+    head = " | ".join(f"{f.replace('_', ' ')} (chance {_pct(first[f]['chance'])})" for f in FACTORS)
+    lines = [f"| method | {head} |", "|---|" + "---|" * len(FACTORS)]
+    for name, fs in groups.items():
+        cells = " | ".join(_stat([f[k]["agree"] for f in fs]) for k in FACTORS)
+        lines.append(f"| {'random init' if name == RANDOM_INIT else name} | {cells} |")
+    return "\n".join(lines)
 
 
 def render(cfg: Params, rows: list[Row], n_test: int) -> str:
     """The whole Markdown report."""
+    seeds = sorted({r.seed for r in rows}, key=[r.seed for r in rows].index)
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} (mean ± sd)"
+    factors = factors_table(rows)
+    encode = (
+        "\n\n## What the features encode\n\nFor each test video, its nearest train video (cosine, the retrieval "
+        "features): how often the two share the class, the motion pair (a class or its time-reversed partner), "
+        "the background family or the shape, in percent. Class and motion pair are what a motion encoder "
+        "should share; background and shape are nuisance, so agreement well above chance there means the "
+        "features encode appearance.\n\n" + factors
+    ) if factors else ""
     return (
         "# vidssl methods report\n\n"
         f"Dataset `{cfg.data.dataset}` split {cfg.data.split} ({n_test} test videos, so one video is "
         f"{100 / max(n_test, 1):.1f} points); backbone `{cfg.model.backbone}`"
         f"{f' (width {cfg.model.width})' if cfg.model.backbone == 'tiny' else ''}; clips of {cfg.clip.frames} "
-        f"frames at stride {cfg.clip.stride}, {cfg.clip.crop} px; seed {cfg.seed}; {cfg.pretrain.epochs} pretraining "
+        f"frames at stride {cfg.clip.stride}, {cfg.clip.crop} px; {seed_text}; {cfg.pretrain.epochs} pretraining "
         f"epochs unless overridden (params.yaml `report.overrides`).\n\n"
         f"Retrieval: test videos query train videos, {cfg.retrieve.clips} clips averaged, cosine, feature "
         f"`{cfg.retrieve.feature}`. Fine-tune: backbone + linear head, {cfg.finetune.epochs} epochs, mean of "
         f"{cfg.finetune.test_clips} clips' logits. Times are seconds on this machine: pretraining and "
         f"fine-tuning as summed epoch times (a resumed run still counts every epoch), total = pretrain + "
         f"retrieve + fine-tune.\n\n"
-        f"{methods_table(rows)}\n\n## Verdicts\n\n" + "\n".join(verdicts(rows, n_test)) + "\n"
+        f"{methods_table(rows)}\n\n## Verdicts\n\n" + "\n".join(verdicts(rows, n_test)) + encode + "\n"
     )
+
+
+def _factors(features: Path, synth: Path) -> dict[str, dict[str, float]] | None:
+    """The factor agreement of one entry, or None (with a warning) when the dataset summary does not match:
+    the table is a diagnosis, so it never costs the report its measured numbers."""
+    from vidssl.factors import features_agreement
+
+    try:
+        return features_agreement(features, synth)
+    except (KeyError, ValueError) as e:
+        log.warning("skipping 'What the features encode': %s", e)
+        return None
 
 
 def run_methods_report(cfg: Params, lists_dir: Path, work_dir: Path, out: Path,
@@ -172,7 +264,15 @@ def run_methods_report(cfg: Params, lists_dir: Path, work_dir: Path, out: Path,
         if not (lists_dir / f"{f}.csv").is_file():
             raise FileNotFoundError(f"{lists_dir / f'{f}.csv'}: list not found; run `dvc repro validate` (or "
                                     "`vidssl lists`) first")
-    rows = [evaluate_entry(cfg, n, lists_dir, work_dir) for n in [RANDOM_INIT, *names]]
+    synth = Path(cfg.data.raw_dir).parent / "synth.json"
+    rows = []
+    for seed in cfg.report.seeds or [cfg.seed]:
+        scfg = parse_params(deep_merge(cfg.model_dump(), {"seed": seed}), "params + report.seeds")
+        for name in [RANDOM_INIT, *names]:
+            row = evaluate_entry(scfg, name, lists_dir, work_dir / f"seed{seed}")
+            if cfg.data.dataset == "synthetic" and synth.is_file():
+                row.factors = _factors(work_dir / f"seed{seed}" / name / "features", synth)
+            rows.append(row)
     text = render(cfg, rows, len(read_list(lists_dir / "test.csv")))
     write_text(out, text)
     write_json(out.with_suffix(".json"), {"rows": [asdict(r) for r in rows]})

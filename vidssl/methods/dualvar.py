@@ -147,6 +147,18 @@ def tc_loss_queue(q: Tensor, k: Tensor, queue_items: Tensor, temperature: float)
 # ---------------------------------------------------------------- the method
 
 
+def resolve_rank_clamp(rank_clamp: str | float, core: str) -> float | None:
+    """The L_rank clip for ``DualVarParams.rank_clamp``: ``core`` gives the code's choice per core."""
+    if rank_clamp == "core":
+        # The SimCLR code clips the rank softplus argument at 5; the MoCo code does not (METHODS.md §3(c)).
+        return 5.0 if core == "simclr" else None
+    if rank_clamp == "off":
+        return None
+    if isinstance(rank_clamp, str):
+        raise ValueError(f"DualVar: rank_clamp {rank_clamp!r} is not 'core', 'off' or a number")
+    return float(rank_clamp)
+
+
 def _params(cfg: "Params") -> DualVarParams:
     return getattr(cfg.pretrain, "dualvar", None) or DualVarParams()
 
@@ -160,8 +172,8 @@ class DualVar(Method):
     def __init__(
         self, backbone: nn.Module, *, core: str = "simclr", use_tc: bool = True, dim: int = 128,
         n_series: int = 2, series_dim: int = 64, temperature: float = 0.07, tc_temperature: float = 0.07,
-        theta: float = 0.05, rank_weight: float = 0.5, queue_size: int = 16384, moco_m: float = 0.999,
-        seed: int = 0,
+        theta: float = 0.05, rank_weight: float = 0.5, rank_clamp: str | float = "core",
+        queue_size: int = 16384, moco_m: float = 0.999, seed: int = 0,
     ) -> None:
         """Build the heads (and, for MoCo, the key encoder and queues); arguments as in DualVarParams."""
         super().__init__(backbone)
@@ -169,8 +181,7 @@ class DualVar(Method):
             raise ValueError(f"DualVar: unknown core {core!r}; choose from ['moco', 'simclr']")
         self.core, self.use_tc, self.n_series, self.rank_weight = core, use_tc, n_series, rank_weight
         self.t, self.tc_t, self.theta, self.m = temperature, tc_temperature, theta, moco_m
-        # The SimCLR code clamps the rank softplus argument at 5; the MoCo code does not (METHODS.md §3(c)).
-        self.rank_clamp = 5.0 if core == "simclr" else None
+        self.rank_clamp = resolve_rank_clamp(rank_clamp, core)
         feat = backbone.out_dim
         self.clip_head = ProjectionHead(feat, feat, dim)
         self.series_head = SeriesHead(feat, n_series, series_dim)

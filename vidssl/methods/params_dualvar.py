@@ -29,6 +29,10 @@ class DualVarParams(Section):
         tc_temperature: τ of L_tc (the code's ``aligned_T``).
         theta: θ of the shuffle-rank softplus.
         rank_weight: weight of each of the two L_rank terms.
+        rank_clamp: upper clip of the L_rank softplus argument. ``core`` follows the code: 5 on the SimCLR core
+            (``.clip(max=5.0)``), none on the MoCo core; ``off`` never clips; a number clips there. A clipped
+            argument has zero gradient, so with θ = 0.05 a shuffled pair ranked wrong by more than 0.25 teaches
+            nothing.
         queue_size: MoCo clip- and series-queue length K.
         moco_m: MoCo key-encoder EMA momentum.
     """
@@ -45,5 +49,6 @@ class DualVarParams(Section):
     tc_temperature: float = Field(0.07, gt=0)
     theta: float = Field(0.05, gt=0)
     rank_weight: float = Field(0.5, ge=0)
+    rank_clamp: Literal["core", "off"] | float = "core"
     queue_size: int = Field(16384, ge=1)
     moco_m: float = Field(0.999, ge=0, le=1)
