@@ -1,4 +1,4 @@
-"""Nearest-neighbour factor agreement: known neighbours, chance from frequencies, id matching, clear errors."""
+"""Nearest-neighbour factor agreement: known neighbours, chance from frequencies, id matching, errors."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def test_video_key_matches_ids_with_or_without_class_folder() -> None:
 
 
 def test_partners_share_a_motion_pair(tmp_path: Path) -> None:
-    f = load_factors(_synth(tmp_path / "s.json", [("MoveLeft", "a", "noise", "ell"), ("MoveRight", "b", "noise", "ell"),
-                                                  ("MoveUp", "c", "noise", "ell")]))
+    videos = [("MoveLeft", "a", "noise", "ell"), ("MoveRight", "b", "noise", "ell"), ("MoveUp", "c", "noise", "ell")]
+    f = load_factors(_synth(tmp_path / "s.json", videos))
     assert f["a"]["motion_pair"] == f["b"]["motion_pair"] != f["c"]["motion_pair"]
     assert f["a"]["class"] == "MoveLeft" and f["a"]["background"] == "noise"
     (tmp_path / "bad.json").write_text("{}")

@@ -1,7 +1,8 @@
 """What a feature space encodes on MotionShapes: nearest-neighbour agreement on each generative factor.
 
 MotionShapes records, per video, its class, shape and background family (``synth.json``). For every test video
-we take its nearest train video (cosine, the retrieval features) and count how often the two share each factor.
+we take its nearest train video (cosine, the retrieval features) and count how often the two share each
+factor.
 Class and motion pair (a class and its time-reversed partner) are what a motion encoder should share; shape
 and background are nuisance, so agreement on them well above chance means the features encode appearance.
 Chance is the agreement a uniformly random train neighbour would give, from the factor's frequencies.
@@ -21,8 +22,10 @@ FACTORS: tuple[str, ...] = ("class", "motion_pair", "background", "shape")
 
 
 def video_key(video_id: str) -> str:
-    """The file stem of a video id (``MoveLeft/v_MoveLeft_g01_c01`` -> ``v_MoveLeft_g01_c01``): UCF-style names
-    are unique without their class folder, so lists with or without it match ``synth.json``."""
+    """The file stem of a video id (``MoveLeft/v_MoveLeft_g01_c01`` -> ``v_MoveLeft_g01_c01``).
+
+    UCF-style names are unique without their class folder, so lists with or without it match ``synth.json``.
+    """
     name = video_id.rsplit("/", 1)[-1]
     return name.rsplit(".", 1)[0] if "." in name else name
 
@@ -36,7 +39,9 @@ def load_factors(synth_json: Path) -> dict[str, dict[str, str]]:
     summary = json.loads(Path(synth_json).read_text(encoding="utf-8"))
     videos = summary.get("videos") if isinstance(summary, dict) else None
     if not isinstance(videos, list):
-        raise ValueError(f"{synth_json}: no 'videos' list; regenerate it with `vidssl synth` (or `dvc repro synth`)")
+        raise ValueError(
+            f"{synth_json}: no 'videos' list; regenerate it with `vidssl synth` (or `dvc repro synth`)"
+        )
     out = {}
     for v in videos:
         name = v["path"].split("/")[0]
@@ -65,7 +70,10 @@ def neighbour_agreement(
     """
     for vid in [*train_ids, *test_ids]:
         if video_key(vid) not in factors:
-            raise KeyError(f"video {vid!r} is not in synth.json; the features and the dataset are out of step")
+            raise KeyError(
+                f"video {vid!r} is not in synth.json; the features and the dataset are out of step (rerun the "
+                "pipeline from synth, or the report after it)"
+            )
     nearest = (_unit(test) @ _unit(train).T).argmax(axis=1)
     out = {}
     for f in FACTORS:
@@ -79,7 +87,7 @@ def neighbour_agreement(
 
 
 def features_agreement(features_dir: Path, synth_json: Path) -> dict[str, dict[str, float]]:
-    """:func:`neighbour_agreement` of the ``train.npz``/``test.npz`` that retrieval saved in ``features_dir``."""
+    """:func:`neighbour_agreement` of the ``train.npz``/``test.npz`` saved by retrieval in ``features_dir``."""
     sets = {}
     for split in ("train", "test"):
         with np.load(Path(features_dir) / f"{split}.npz") as z:

@@ -140,7 +140,8 @@ def methods_table(rows: Sequence[Row]) -> str:
 def _compare(mine: Sequence[float], other: Sequence[float], n_test: int) -> tuple[str, str]:
     """("beats" | "does NOT beat", detail) for retrieval top-1 fractions paired by seed, ``n_test`` queries.
 
-    A mean gain of at most 2 test videos, or per-seed gains of both signs, is flagged as not a clear difference.
+    A mean gain of at most 2 test videos, or per-seed gains of both signs, is flagged as not a clear
+    difference.
     """
     gains = [a - b for a, b in zip(mine, other, strict=True)]
     mean = statistics.mean(gains)
@@ -150,10 +151,16 @@ def _compare(mine: Sequence[float], other: Sequence[float], n_test: int) -> tupl
     noise = "; within 2 test videos, so not a clear difference" if n_test and abs(mean * n_test) <= 2 else (
         "; the seeds disagree, so not a clear difference" if unclear else "")
     if len(gains) == 1:
-        return word, f"{_pct(mine[0])} vs {_pct(other[0])}, {100 * mean:+.1f} points = {videos[0]:+d} test videos{noise}"
+        return word, (f"{_pct(mine[0])} vs {_pct(other[0])}, {100 * mean:+.1f} points = {videos[0]:+d} "
+                      f"test videos{noise}")
     per_seed = ", ".join(f"{v:+d}" for v in videos)
-    return word, (f"mean of {len(gains)} seeds {_pct(statistics.mean(mine))} vs {_pct(statistics.mean(other))}, "
-                  f"{100 * mean:+.1f} points = {mean * n_test:+.1f} test videos; per seed {per_seed}{noise}")
+    means = f"{_pct(statistics.mean(mine))} vs {_pct(statistics.mean(other))}"
+    return word, (f"mean of {len(gains)} seeds {means}, {100 * mean:+.1f} points = {mean * n_test:+.1f} test "
+                  f"videos; per seed {per_seed}{noise}")
+
+
+def _top1(rows: Sequence[Row]) -> list[float]:
+    return [r.retrieval["top1"] for r in rows]
 
 
 def verdicts(rows: Sequence[Row], n_test: int = 0) -> list[str]:
@@ -177,21 +184,21 @@ def verdicts(rows: Sequence[Row], n_test: int = 0) -> list[str]:
         if ref:
             a, b = paired(rs, ref)
             if a:
-                word, detail = _compare([r.retrieval["top1"] for r in a], [r.retrieval["top1"] for r in b], n_test)
+                word, detail = _compare(_top1(a), _top1(b), n_test)
                 out.append(f"- **{name}** {word} random init on retrieval top-1 ({detail}); fine-tune "
                            f"{_stat([r.finetune_acc for r in a])} vs {_stat([r.finetune_acc for r in b])}.")
         base = by_name.get(rs[0].baseline or "")
         if base:
             a, b = paired(rs, base)
             if a:
-                word, detail = _compare([r.retrieval["top1"] for r in a], [r.retrieval["top1"] for r in b], n_test)
+                word, detail = _compare(_top1(a), _top1(b), n_test)
                 out.append(f"  - {word} its own baseline {base[0].name} on retrieval top-1 ({detail}).")
     return out
 
 
 def factors_table(rows: Sequence[Row]) -> str:
-    """What the features encode: nearest-neighbour agreement per factor (mean over seeds), chance in the header;
-    empty when no row carries factors."""
+    """What the features encode: nearest-neighbour agreement per factor (mean over seeds), chance in the
+    header; empty when no row carries factors."""
     from vidssl.factors import FACTORS
 
     groups = {n: [r.factors for r in rs if r.factors] for n, rs in grouped(rows).items()}
