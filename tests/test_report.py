@@ -140,7 +140,13 @@ def test_several_seeds_give_mean_sd_and_paired_verdicts() -> None:
     mixed = [_row(RANDOM_INIT, 0.10, kind="reference", seed=1), _row("be", 0.30, seed=1),
              _row(RANDOM_INIT, 0.30, kind="reference", seed=2), _row("be", 0.20, seed=2)]
     assert "+1.5 test videos; per seed +12, -6; within 2 test videos" not in "\n".join(verdicts(mixed, 60))
-    assert "per seed +12, -6; the seeds disagree, so not a clear difference" in "\n".join(verdicts(mixed, 60))
+    assert "per seed +12, -6; not every seed agrees, so not a clear difference" in "\n".join(verdicts(mixed, 60))
+    # A tie at one seed is not agreement either; an exact tie on the mean is not a win.
+    tie = [mixed[0], _row("be", 0.30, seed=1), mixed[2], _row("be", 0.30, seed=2)]
+    assert "per seed +12, +0; not every seed agrees" in "\n".join(verdicts(tie, 60))
+    even = [_row(RANDOM_INIT, 0.10, kind="reference", seed=s) for s in (1, 2)]
+    even += [_row("be", 0.10 + d, seed=s) for s, d in ((1, 2 / 60), (2, -2 / 60))]
+    assert "**be** does NOT beat random init" in "\n".join(verdicts(even, 60))
     # A seed the reference did not run is left out of the pairing.
     extra = [*rows[:2], _row("iic", 0.9, seed=7)]
     assert "(30.0 vs 10.0, +20.0 points = +12 test videos)" in "\n".join(verdicts(extra, 60))
