@@ -206,13 +206,13 @@ def methods_report(lists: Path = typer.Option(Path("data/lists"), help="lists fo
 
 def _with_seeds(cfg: Any, text: str) -> Any:
     """``cfg`` with ``report.seeds`` from a comma-separated option, validated like params.yaml."""
-    from vidssl.config import ConfigError, deep_merge, parse_params
+    from vidssl.config import ConfigError, with_overrides
 
     try:
         values = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise ConfigError(f"--seeds {text!r}: give whole numbers separated by commas, e.g. --seeds 632,1,2") from None
-    return parse_params(deep_merge(cfg.model_dump(), {"report": {"seeds": values}}), "--seeds")
+    return with_overrides(cfg, {"report": {"seeds": values}}, "--seeds")
 
 
 @app.command(name="check-params")

@@ -193,6 +193,11 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def with_overrides(cfg: Params, over: dict[str, Any], source: str) -> Params:
+    """``cfg`` with ``over`` merged in and validated again; ``source`` names the change in any error."""
+    return parse_params(deep_merge(cfg.model_dump(), over), source)
+
+
 def apply_preset(raw: dict[str, Any], presets_dir: Path) -> dict[str, Any]:
     """Overlay ``presets/<raw['preset']>.yaml`` on the params: a preset fixes a published protocol.
 

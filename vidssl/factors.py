@@ -26,8 +26,7 @@ def video_key(video_id: str) -> str:
 
     UCF-style names are unique without their class folder, so lists with or without it match ``synth.json``.
     """
-    name = video_id.rsplit("/", 1)[-1]
-    return name.rsplit(".", 1)[0] if "." in name else name
+    return video_id.rsplit("/", 1)[-1].rsplit(".", 1)[0]
 
 
 def load_factors(synth_json: Path) -> dict[str, dict[str, str]]:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vidssl.config import Params, deep_merge, flatten, parse_params
+from vidssl.config import Params, deep_merge, flatten, with_overrides
 from vidssl.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,8 @@ class Row:
 
 def method_params(cfg: Params, name: str) -> Params:
     """``cfg`` with ``pretrain.method = name`` and the report's overrides for ``name`` merged over it."""
-    raw = deep_merge(cfg.model_dump(), {"pretrain": {"method": name}})
-    raw = deep_merge(raw, cfg.report.overrides.get(name, {}))
-    return parse_params(raw, f"params + report.overrides.{name}")
+    over = deep_merge({"pretrain": {"method": name}}, cfg.report.overrides.get(name, {}))
+    return with_overrides(cfg, over, f"params + report.overrides.{name}")
 
 
 def _key(cfg: Params, lists_dir: Path, pretrained: bool) -> str:
@@ -277,7 +276,7 @@ def run_methods_report(cfg: Params, lists_dir: Path, work_dir: Path, out: Path,
     synth = Path(cfg.data.raw_dir).parent / "synth.json"
     rows = []
     for seed in cfg.report.seeds or [cfg.seed]:
-        scfg = parse_params(deep_merge(cfg.model_dump(), {"seed": seed}), "params + report.seeds")
+        scfg = with_overrides(cfg, {"seed": seed}, "params + report.seeds")
         for name in [RANDOM_INIT, *names]:
             row = evaluate_entry(scfg, name, lists_dir, work_dir / f"seed{seed}")
             if cfg.data.dataset == "synthetic" and synth.is_file():
