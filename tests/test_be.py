@@ -136,7 +136,10 @@ def test_moco_variant_loss_matches_reference_and_negative_gets_gradient() -> Non
         ref = F.cross_entropy(logits, torch.zeros(B, dtype=torch.long))
     loss, terms = m.training_step((a, p, n, y, idx), 0)
     assert torch.isclose(loss, ref, atol=1e-5)
-    assert set(terms) == {"loss", "loss_nce", "pos_prob", "be_lambda"} and terms["be_lambda"] == 0.0
+    assert set(terms) == {"loss", "loss_nce", "pos_prob", "acc_temporal", "be_lambda"}
+    assert terms["be_lambda"] == 0.0
+    # the probe: the positive outscores the own-video, other-time negative (the last logit)
+    assert terms["acc_temporal"] == pytest.approx(((q * k).sum(1) > (q * e).sum(1)).float().mean().item())
     loss.backward()
     assert n.grad is not None and n.grad.abs().sum() > 0  # online encoder on the temporal negative
     assert a.grad.abs().sum() > 0 and p.grad is None  # the positive only feeds the EMA encoder
@@ -184,7 +187,8 @@ def test_triplet_variant_matches_reference() -> None:
         ref = tri(fn) + tri(fn.flip(0))
     loss, terms = m.training_step((a, p, n, y, idx), 0)
     assert torch.isclose(loss, ref, atol=1e-5)
-    assert set(terms) == {"loss", "loss_intra", "loss_inter", "be_lambda"}
+    assert set(terms) == {"loss", "loss_intra", "loss_inter", "acc_temporal", "be_lambda"}
+    assert terms["acc_temporal"] == pytest.approx(((q - fp).norm(dim=1) < (q - fn).norm(dim=1)).float().mean().item())
     loss.backward()
     assert p.grad.abs().sum() > 0 and n.grad.abs().sum() > 0
 

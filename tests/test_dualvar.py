@@ -28,7 +28,7 @@ from vidssl.methods.dualvar import (
     tc_loss_queue,
     unshuffle_slots,
 )
-from vidssl.methods.losses import shuffle_rank_loss
+from vidssl.methods.losses import rank_margins, shuffle_rank_loss
 from vidssl.methods.params_dualvar import DualVarParams
 from vidssl.models import build_backbone
 
@@ -205,6 +205,36 @@ def test_total_is_weighted_sum_of_logged_terms(core: str, use_tc: bool) -> None:
     assert ("loss_tc" in terms) == use_tc
     assert terms["loss"] == pytest.approx(expected, rel=1e-6)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_rank_margins_known_values_and_loss() -> None:
+    e = torch.eye(3, dtype=torch.float64)
+    a = torch.stack([e[0], e[1]]).unsqueeze(0)  # S = 2 orthogonal series vectors
+    # C in the right order: every row's partner is itself (1), every other entry 0 -> margin -1 everywhere
+    right = rank_margins(a, a.clone())
+    assert right.shape == (1, 4, 2) and torch.equal(right, -torch.ones(1, 4, 2, dtype=torch.float64))
+    # C's slots swapped: row a_0 now meets its partner (0) and the wrong slot c_1 = e_0 (1) -> margins 0, 1
+    wrong = rank_margins(a, a.flip(1))
+    assert torch.equal(wrong[0, 0].sort().values, torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert not bool((wrong < 0).any())
+    a2, c2 = _unit(5, 2, 8), _unit(5, 2, 8, seed=1)
+    torch.testing.assert_close(shuffle_rank_loss(a2, c2, 0.05), F.softplus(rank_margins(a2, c2) / 0.05).mean())
+
+
+def test_rank_accuracy_is_logged_over_shuffled_samples_only() -> None:
+    def swapped_with(seed: int) -> torch.Tensor:
+        return torch.rand(4, 2, generator=torch.Generator().manual_seed(seed)).argsort(dim=1)[:, 0] != 0
+
+    mixed = next(s for s in range(100) if 0 < int(swapped_with(s).sum()) < 4)
+    none = next(s for s in range(100) if not swapped_with(s).any())
+    method = _method("simclr")
+    method.generator.manual_seed(mixed)  # training_step draws its permutations from this generator
+    _, terms = method.training_step(_batch(), epoch=0)
+    # 2 views × 2S rows × (2S-2) others = 16 comparisons per shuffled sample; unshuffled ones are not counted
+    count = terms["acc_rank"] * 16 * int(swapped_with(mixed).sum())
+    assert 0.0 <= terms["acc_rank"] <= 1.0 and count == pytest.approx(round(count), abs=1e-6)
+    method.generator.manual_seed(none)
+    assert "acc_rank" not in method.training_step(_batch(), epoch=0)[1]
 
 
 @pytest.mark.parametrize("core", ["simclr", "moco"])

@@ -20,6 +20,7 @@ from vidssl.methods.mlfo import (
     graph_loss,
     graph_target,
     mlfo_indices,
+    reversal_accuracy,
     split_clips,
     swapped_prototype_loss,
     timestamp_matching_loss,
@@ -39,7 +40,8 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-TERMS = {"loss", "clusters", *(f"loss_{k}" for k in ("high", "fine", "mid", "fmid", "low", "flow", "sd"))}
+TERMS = {"loss", "clusters", "acc_rev_mid", "acc_rev_low",
+         *(f"loss_{k}" for k in ("high", "fine", "mid", "fmid", "low", "flow", "sd"))}
 GRAPH_TERMS = {"loss_graph", "loss_graph_high", "loss_graph_mid", "loss_graph_low"}
 
 
@@ -336,3 +338,14 @@ def test_a_few_adam_steps_reduce_the_loss() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.75 * losses[0], losses  # measured ≈ 0.5 over seeds 0-3
+
+
+def test_reversal_accuracy_known_values() -> None:
+    e = torch.eye(4)
+    z1, z2 = e[[0, 1]], F.normalize(e[[0, 1]] + 0.1 * e[[2, 2]], dim=1)  # each clip near its video's other clip
+    assert reversal_accuracy(z1, z2, e[[3, 3]], e[[3, 3]]) == 1.0  # reversed copies orthogonal: all right
+    # an order-blind encoder maps a clip's reversal onto the clip itself: a tie with itself is never "nearer"
+    assert reversal_accuracy(z1, z2, z1, z2) == 0.0
+    # video 0's reversed clip sits on its clip1, video 1's are orthogonal: 2 of 4 clips right
+    r1 = torch.stack([z1[0], e[3]])
+    assert reversal_accuracy(z1, z2, r1, e[[3, 3]]) == 0.5

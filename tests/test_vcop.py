@@ -75,7 +75,7 @@ def test_training_step_finite_grads_and_terms() -> None:
     torch.manual_seed(0)
     method = VCOP(build_backbone("tiny", width=4))
     loss, terms = method.training_step(_batch(), epoch=0)
-    assert torch.isfinite(loss) and set(terms) == {"loss", "acc"} and 0 <= terms["acc"] <= 1
+    assert torch.isfinite(loss) and set(terms) == {"loss", "acc_order"} and 0 <= terms["acc_order"] <= 1
     loss.backward()
     assert all(p.grad is not None for p in method.backbone.parameters())
     assert sum(float(p.grad.abs().sum()) for p in method.backbone.parameters()) > 0

@@ -6,7 +6,8 @@ resolved params and the lists, so a rerun skips what is done and an interrupted 
 With several ``report.seeds`` every entry runs once per seed; the report prints mean ± sd and judges each
 method by its per-seed gains over random init at the same seed (the same starting weights).
 On MotionShapes the report also says what the features encode: how often a test video's nearest train video
-shares its class, motion pair, background or shape (:mod:`vidssl.factors`).
+shares its class, motion pair, background or shape (:mod:`vidssl.factors`). For methods whose add-ons log a probe
+accuracy, it says whether the method learned its own objective on held-out videos (:mod:`vidssl.probe`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Row:
     final_loss: float | None = None
     seed: int = 0
     factors: dict[str, dict[str, float]] | None = None  # vidssl.factors agreement (MotionShapes only)
+    probes: dict[str, dict[str, float]] | None = None  # vidssl.probe: {term: {"random": x, "trained": y}}
 
 
 def method_params(cfg: Params, name: str) -> Params:
@@ -221,6 +223,14 @@ def render(cfg: Params, rows: list[Row], n_test: int) -> str:
     seeds = sorted({r.seed for r in rows}, key=[r.seed for r in rows].index)
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} (mean ± sd)"
     factors = factors_table(rows)
+    probes = probes_table(rows)
+    learned = (
+        "\n\n## What each method learned of its own objective\n\nThe accuracies a method's add-ons aim at, "
+        "measured on the test videos (never pretrained on) with the method's own training step and no "
+        "gradient, at random init (the same starting weights) and after pretraining, in percent. A rise means "
+        "the objective was learned and carries over to unseen videos; whether that helps retrieval is the "
+        "table above.\n\n" + probes
+    ) if probes else ""
     encode = (
         "\n\n## What the features encode\n\nFor each test video, its nearest train video (cosine, the retrieval "
         "features): how often the two share the class, the motion pair (a class or its time-reversed partner), "
@@ -240,8 +250,55 @@ def render(cfg: Params, rows: list[Row], n_test: int) -> str:
         f"{cfg.finetune.test_clips} clips' logits. Times are seconds on this machine: pretraining and "
         f"fine-tuning as summed epoch times (a resumed run still counts every epoch), total = pretrain + "
         f"retrieve + fine-tune.\n\n"
-        f"{methods_table(rows)}\n\n## Verdicts\n\n" + "\n".join(verdicts(rows, n_test)) + encode + "\n"
+        f"{methods_table(rows)}\n\n## Verdicts\n\n" + "\n".join(verdicts(rows, n_test)) + encode + learned
+        + "\n"
     )
+
+
+def probes_table(rows: Sequence[Row]) -> str:
+    """Held-out objective: each probe accuracy at random init and after pretraining (mean over seeds), in
+    percent; empty when no row carries probes."""
+    from vidssl.methods.registry import METHODS
+
+    lines = []
+    for name, rs in grouped(rows).items():
+        measured = [r.probes for r in rs if r.probes]
+        if not measured:
+            continue
+        described = getattr(METHODS.get(name), "probes", {})
+        for term in measured[0]:
+            lines.append(
+                f"| {name} | {described.get(term, term)} | {_stat([p[term]['random'] for p in measured])} | "
+                f"{_stat([p[term]['trained'] for p in measured])} |"
+            )
+    if not lines:
+        return ""
+    return "\n".join(["| method | probe (what the method's add-on asks for) | random init | pretrained |",
+                      "|---|---|---|---|", *lines])
+
+
+def entry_probes(cfg: Params, name: str, lists_dir: Path, out: Path) -> dict[str, dict[str, float]] | None:
+    """:func:`vidssl.probe.heldout_probes` of entry ``name`` at random init and pretrained, cached in
+    ``out/probe.json`` under the same key as its result; None for random init, a method without probes, or a
+    missing pretraining state (with a warning)."""
+    from vidssl.methods.registry import METHODS
+    from vidssl.probe import PASSES, heldout_probes
+
+    if name == RANDOM_INIT or not getattr(METHODS.get(name), "probes", None):
+        return None
+    mcfg = method_params(cfg, name)
+    key, cache, state = _key(mcfg, lists_dir, True), out / "probe.json", out / "pretrain_state" / "last.pt"
+    if cache.is_file():
+        saved = json.loads(cache.read_text(encoding="utf-8"))
+        if saved.get("key") == key and saved.get("passes") == PASSES:
+            return saved["probes"]
+    if not state.is_file():
+        log.warning("%s: no %s, so no held-out probe; rerun after deleting %s", name, state, out / "result.json")
+        return None
+    random, trained = heldout_probes(mcfg, lists_dir, None), heldout_probes(mcfg, lists_dir, state)
+    probes = {t: {"random": random[t], "trained": trained[t]} for t in trained if t in random}
+    write_json(cache, {"key": key, "passes": PASSES, "probes": probes})
+    return probes
 
 
 def _factors(features: Path, synth: Path) -> dict[str, dict[str, float]] | None:
@@ -281,6 +338,7 @@ def run_methods_report(cfg: Params, lists_dir: Path, work_dir: Path, out: Path,
             row = evaluate_entry(scfg, name, lists_dir, work_dir / f"seed{seed}")
             if cfg.data.dataset == "synthetic" and synth.is_file():
                 row.factors = _factors(work_dir / f"seed{seed}" / name / "features", synth)
+            row.probes = entry_probes(scfg, name, lists_dir, work_dir / f"seed{seed}" / name)
             rows.append(row)
     text = render(cfg, rows, len(read_list(lists_dir / "test.csv")))
     write_text(out, text)

@@ -147,7 +147,7 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
     def step_epoch(epoch: int) -> dict[str, float]:
         method.train()
         sums: dict[str, float] = {}
-        n = 0
+        counts: dict[str, int] = {}  # per term: some are logged only when a batch measures them (acc_rank)
         loader = make_loader(ds, batch_size=p.batch_size, workers=p.workers, shuffle=True,
                              seed=cfg.seed * 1000 + epoch, drop_last=True)
         for batch in loader:
@@ -159,9 +159,9 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
             method.on_step_end()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
-            n += 1
+                counts[k] = counts.get(k, 0) + 1
         sched.step()
-        return {**{k: v / max(n, 1) for k, v in sums.items()}, "lr": opt.param_groups[0]["lr"]}
+        return {**{k: v / counts[k] for k, v in sums.items()}, "lr": opt.param_groups[0]["lr"]}
 
     history = run_epochs(epochs=p.epochs, ckpt=Checkpointer(persist_dir, key),
                          modules={"method": method, "optimizer": opt, "scheduler": sched},

@@ -40,6 +40,9 @@ class Method(nn.Module):
     name = "method"
     # The method a seed method is compared against (its paper's own baseline); None for baselines.
     baseline: str | None = None
+    # Logged accuracies that measure what the method's own add-ons ask for, each with a short description
+    # (vidssl.probe scores them on held-out videos); empty for plain instance discrimination.
+    probes: dict[str, str] = {}
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()

@@ -95,6 +95,7 @@ class BE(Method):
 
     name = "be"
     baseline = "moco"
+    probes = {"acc_temporal": "anchor nearer its positive than its own video's other-time clip"}
 
     def __init__(
         self,
@@ -176,15 +177,20 @@ class BE(Method):
                 "loss": loss.item(),
                 "loss_nce": loss.item(),
                 "pos_prob": pos_prob,
+                # the anchor's own-video, other-time clip is its last logit
+                "acc_temporal": (logits[:, 0] > logits[:, -1]).float().mean().item(),
                 "be_lambda": lam,
             }
         p = self.project(positive)
         intra = self.triplet(q, p, n)
         inter = self.triplet(q, p, n.flip(0))  # other videos' negatives, by reversing the batch
         loss = intra + inter
+        with torch.no_grad():
+            temporal = (F.pairwise_distance(q, p) < F.pairwise_distance(q, n)).float().mean()
         return loss, {
             "loss": loss.item(),
             "loss_intra": intra.item(),
+            "acc_temporal": temporal.item(),
             "loss_inter": inter.item(),
             "be_lambda": lam,
         }
@@ -227,6 +233,10 @@ class BEConsistency(Method):
         super().__init__(inner.backbone)
         self.inner, self.weight, self.be_lambda = inner, weight, be_lambda
         self.generator = torch.Generator().manual_seed(seed + 7919)  # independent of the inner method's draws
+
+    @property
+    def probes(self) -> dict[str, str]:  # type: ignore[override]
+        return self.inner.probes
 
     def training_step(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         loss, terms = self.inner.training_step(batch, epoch)

@@ -24,7 +24,7 @@ from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, _sample_rng, c
 from vidssl.methods.base import Batch, Method
 from vidssl.methods.distributed import gather_with_grad
 from vidssl.methods.losses import (
-    averaged_similarity, info_nce, nt_xent, nt_xent_from_similarity, shuffle_rank_loss,
+    averaged_similarity, info_nce, nt_xent, nt_xent_from_similarity, rank_margins, shuffle_rank_loss,
 )
 from vidssl.methods.params_dualvar import DualVarParams
 from vidssl.methods.queue import FeatureQueue, copy_params, ema_update
@@ -168,6 +168,7 @@ class DualVar(Method):
 
     name = "dualvar"
     baseline = "simclr"
+    probes = {"acc_rank": "shuffled halves ranked right, L_rank"}
 
     def __init__(
         self, backbone: nn.Module, *, core: str = "simclr", use_tc: bool = True, dim: int = 128,
@@ -253,6 +254,11 @@ class DualVar(Method):
         rank_c = shuffle_rank_loss(sc, s_shuffled, self.theta, self.rank_clamp)
         loss = loss_clip + self.rank_weight * (rank_a + rank_c)
         terms = {"loss_clip": loss_clip.item(), "loss_rank_a": rank_a.item(), "loss_rank_c": rank_c.item()}
+        swapped = (perm != torch.arange(self.n_series, device=perm.device)).any(dim=1)
+        if swapped.any():  # an unshuffled C matches A by construction, so only shuffled ones measure anything
+            with torch.no_grad():
+                right = [rank_margins(s, s_shuffled)[swapped] < 0 for s in (sa, sc)]
+            terms["acc_rank"] = torch.cat(right).float().mean().item()
         if loss_tc is not None:
             loss = loss + loss_tc
             terms["loss_tc"] = loss_tc.item()

@@ -156,6 +156,14 @@ def shuffle_rank_loss(a: Tensor, c: Tensor, theta: float, clamp: float | None = 
     Returns:
         Scalar: mean over pairs, rows and others of softplus((<r,o> - <r,pos>)/θ).
     """
+    arg = rank_margins(a, c) / theta
+    if clamp is not None:
+        arg = arg.clamp(max=clamp)
+    return F.softplus(arg).mean()
+
+
+def rank_margins(a: Tensor, c: Tensor) -> Tensor:
+    """(B, 2S, 2S-2) margins <r,o> - <r,pos> of the shuffle-rank loss (shapes as there); < 0 is ranked right."""
     b, s, _ = a.shape
     v = torch.cat([a, c], dim=1)
     sim = v @ v.transpose(1, 2)
@@ -163,11 +171,7 @@ def shuffle_rank_loss(a: Tensor, c: Tensor, theta: float, clamp: float | None = 
     partner = (rows + s) % (2 * s)
     pos = sim[:, rows, partner]
     other_mask = ~(torch.eye(2 * s, dtype=torch.bool, device=a.device) | F.one_hot(partner, 2 * s).bool())
-    others = sim[:, other_mask].view(b, 2 * s, 2 * s - 2)
-    arg = (others - pos.unsqueeze(2)) / theta
-    if clamp is not None:
-        arg = arg.clamp(max=clamp)
-    return F.softplus(arg).mean()
+    return sim[:, other_mask].view(b, 2 * s, 2 * s - 2) - pos.unsqueeze(2)
 
 
 @torch.no_grad()

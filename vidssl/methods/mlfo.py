@@ -135,6 +135,20 @@ def clip_contrast(
     return multi_positive_info_nce(torch.cat([z1, z2]), labels, temperature, extra)
 
 
+@torch.no_grad()
+def reversal_accuracy(
+    z1: torch.Tensor, z2: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor
+) -> torch.Tensor:
+    """How often a clip is closer to its video's other clip than to both of the video's time-reversed clips.
+
+    Rows of B×D unit vectors: clip1, clip2 and their reversed copies; the rate over the 2B clips (what L_mid and
+    L_low ask for; a model blind to frame order ties the reversed copy with the clip itself and scores ~0).
+    """
+    pos = (z1 * z2).sum(dim=1)
+    right = [pos > torch.maximum((z * r1).sum(dim=1), (z * r2).sum(dim=1)) for z in (z1, z2)]
+    return torch.cat(right).float().mean()
+
+
 def swapped_prototype_loss(
     l1: torch.Tensor, l2: torch.Tensor, q_s: torch.Tensor, q_t: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -174,6 +188,10 @@ class MLFO(Method):
 
     name = "mlfo"
     baseline = "simclr"
+    probes = {
+        "acc_rev_mid": "clip nearer its video's other clip than its time-reversed clips, mid level (L_mid)",
+        "acc_rev_low": "the same at the low level (L_low)",
+    }
 
     def __init__(self, backbone: torch.nn.Module, *, params: MLFOParams | None = None) -> None:
         super().__init__(backbone)
@@ -231,16 +249,23 @@ class MLFO(Method):
         z = F.normalize(z, dim=1)
         return gather_with_grad(z[offset : offset + b]), gather_with_grad(z[offset + b : offset + 2 * b])
 
-    def _level_terms(self, seq: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tensor]:
-        """L_high, L_fine; per intermediate level, reversed-negative contrast and timestamp matching."""
+    def _level_terms(
+        self, seq: dict[str, torch.Tensor], b: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """L_high, L_fine; per intermediate level, reversed-negative contrast and timestamp matching.
+
+        Also returns, per intermediate level, :func:`reversal_accuracy` (logged, not optimised)."""
         tau = self.p.temperature
         terms = {"high": clip_contrast(*self._pair(self.high.project(seq["high"]).mean(dim=2), b), tau)}
         terms["fine"] = timestamp_matching_loss(*self.high.fine(seq["high"]).split(b), tau)
+        accs = {}
         for level, heads in (("mid", self.mid), ("low", self.low)):
             z = heads.project(seq[level]).mean(dim=2)  # 6B rows: 3 clips, then their time-reversed copies
-            terms[level] = clip_contrast(*self._pair(z, b), tau, reversed_=self._pair(z, b, offset=3 * b))
+            pair, reversed_ = self._pair(z, b), self._pair(z, b, offset=3 * b)
+            terms[level] = clip_contrast(*pair, tau, reversed_=reversed_)
             terms[f"f{level}"] = timestamp_matching_loss(*heads.fine(seq[level][: 3 * b]).split(b), tau)
-        return terms
+            accs[f"acc_rev_{level}"] = reversal_accuracy(*pair, *reversed_)
+        return terms, accs
 
     def _graph_terms(
         self, seq: dict[str, torch.Tensor], b: int, labels: torch.Tensor
@@ -266,7 +291,7 @@ class MLFO(Method):
         b, p = clip1.shape[0], self.p
         self.normalize_prototypes()
         seq = self.encode(torch.cat([clip1, clip2, glob]))
-        terms = self._level_terms(seq, b)
+        terms, accs = self._level_terms(seq, b)
         l1, l2 = self._prototype_logits(seq["high"], b, epoch)
         q_s, q_t = self.queue.codes(
             l1.detach(),
@@ -287,8 +312,8 @@ class MLFO(Method):
         if epoch >= p.split:
             terms.update(self._graph_terms(seq, b, labels))
             loss = loss + p.w_graph * terms["graph"]
-        names = ["loss", *(f"loss_{k}" for k in terms)]
-        values = torch.stack([loss.detach(), *(v.detach() for v in terms.values())]).tolist()  # one sync
+        names = ["loss", *(f"loss_{k}" for k in terms), *accs]
+        values = torch.stack([loss.detach(), *(v.detach() for v in [*terms.values(), *accs.values()])]).tolist()
         logged = dict(zip(names, values, strict=True))
         logged["clusters"] = float(labels.unique().numel())  # distinct prototype labels; collapse shows as 1
         return loss, logged

@@ -106,6 +106,7 @@ class VCOP(Method):
     """Clip order prediction over any backbone."""
 
     name = "vcop"
+    probes = {"acc_order": "order of a shuffled clip tuple (chance 16.7 for 3 clips)"}
 
     def __init__(
         self, backbone: nn.Module, *, tuple_len: int = 3, hidden: int = 512, dropout: float = 0.5
@@ -143,4 +144,4 @@ class VCOP(Method):
         logits = self.logits(clips)
         loss = F.cross_entropy(logits, target)
         acc = (logits.argmax(dim=1) == target).float().mean()
-        return loss, {"loss": loss.item(), "acc": acc.item()}
+        return loss, {"loss": loss.item(), "acc_order": acc.item()}
