@@ -84,9 +84,12 @@ def test_entry_probes_are_cached_with_the_result_key(tiny_lists: Path, tmp_path:
 def test_probes_table_shows_random_init_and_pretrained_per_term() -> None:
     def row(seed: int, random: float, trained: float) -> Row:
         return Row("mlfo", "seed", "simclr", {"top1": 0.1, "top5": 0.3}, 0.1, seed=seed,
-                   probes={"acc_rev_mid": {"random": random, "trained": trained}})
+                   probes={"acc_rev_low": {"random": 0.0, "trained": 0.5},  # sorted, as cached JSON reads back
+                           "acc_rev_mid": {"random": random, "trained": trained}})
 
     assert probes_table([Row(RANDOM_INIT, "reference", None, {"top1": 0.1}, 0.1)]) == ""
     table = probes_table([row(1, 0.0, 0.9), row(2, 0.02, 0.95)])
     assert "| method | probe (what the method's add-on asks for) | random init | pretrained |" in table
-    assert f"| mlfo | {METHODS['mlfo'].probes['acc_rev_mid']} | 1.0 ± 1.4 | 92.5 ± 3.5 |" in table
+    mid = f"| mlfo | {METHODS['mlfo'].probes['acc_rev_mid']} | 1.0 ± 1.4 | 92.5 ± 3.5 |"
+    low = f"| mlfo | {METHODS['mlfo'].probes['acc_rev_low']} | 0.0 ± 0.0 | 50.0 ± 0.0 |"
+    assert mid in table and low in table and table.index(mid) < table.index(low)  # the method's declared order

@@ -266,7 +266,8 @@ def probes_table(rows: Sequence[Row]) -> str:
         if not measured:
             continue
         described = getattr(METHODS.get(name), "probes", {})
-        for term in measured[0]:
+        # the method's own order (the cached JSON comes back with sorted keys), then anything undeclared
+        for term in [*(t for t in described if t in measured[0]), *(t for t in measured[0] if t not in described)]:
             lines.append(
                 f"| {name} | {described.get(term, term)} | {_stat([p[term]['random'] for p in measured])} | "
                 f"{_stat([p[term]['trained'] for p in measured])} |"
