@@ -55,7 +55,7 @@ def heldout_probes(cfg: Params, lists_dir: Path, state: Path | None, *, passes: 
         raise ValueError(f"{Path(lists_dir) / 'test.csv'}: {len(test)} video(s); the probe needs at least 2")
     dev = device()
     # Training mode: the objective as it was optimised (batch statistics, training-time views); no_grad and a
-    # throwaway copy of the method, so nothing it updates on the way (BN stats, queues) is kept.
+    # method built for this call only, so nothing it updates on the way (BN stats, queues) is kept.
     method.to(dev).train()
     ds = method.make_dataset(test, clip_spec(cfg), cfg)
     sums: dict[str, float] = {}

@@ -190,8 +190,8 @@ class BE(Method):
         return loss, {
             "loss": loss.item(),
             "loss_intra": intra.item(),
-            "acc_temporal": temporal.item(),
             "loss_inter": inter.item(),
+            "acc_temporal": temporal.item(),
             "be_lambda": lam,
         }
 

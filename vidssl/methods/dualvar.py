@@ -24,7 +24,7 @@ from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, _sample_rng, c
 from vidssl.methods.base import Batch, Method
 from vidssl.methods.distributed import gather_with_grad
 from vidssl.methods.losses import (
-    averaged_similarity, info_nce, nt_xent, nt_xent_from_similarity, rank_margins, shuffle_rank_loss,
+    averaged_similarity, info_nce, nt_xent, nt_xent_from_similarity, rank_loss_from_margins, rank_margins,
 )
 from vidssl.methods.params_dualvar import DualVarParams
 from vidssl.methods.queue import FeatureQueue, copy_params, ema_update
@@ -250,15 +250,13 @@ class DualVar(Method):
         loss_clip, loss_tc, sa, sc, s_shuffled = core(a, b, c, c_shuffled)
         # L_rank reads the series head only (backbone -> pool -> series head); back to segment order first.
         s_shuffled = unshuffle_slots(s_shuffled, perm)
-        rank_a = shuffle_rank_loss(sa, s_shuffled, self.theta, self.rank_clamp)
-        rank_c = shuffle_rank_loss(sc, s_shuffled, self.theta, self.rank_clamp)
+        margins = [rank_margins(s, s_shuffled) for s in (sa, sc)]  # once: for L_rank and its probe
+        rank_a, rank_c = (rank_loss_from_margins(m, self.theta, self.rank_clamp) for m in margins)
         loss = loss_clip + self.rank_weight * (rank_a + rank_c)
         terms = {"loss_clip": loss_clip.item(), "loss_rank_a": rank_a.item(), "loss_rank_c": rank_c.item()}
         swapped = (perm != torch.arange(self.n_series, device=perm.device)).any(dim=1)
         if swapped.any():  # an unshuffled C matches A by construction, so only shuffled ones measure anything
-            with torch.no_grad():
-                right = [rank_margins(s, s_shuffled)[swapped] < 0 for s in (sa, sc)]
-            terms["acc_rank"] = torch.cat(right).float().mean().item()
+            terms["acc_rank"] = torch.cat([m.detach()[swapped] < 0 for m in margins]).float().mean().item()
         if loss_tc is not None:
             loss = loss + loss_tc
             terms["loss_tc"] = loss_tc.item()

@@ -156,7 +156,12 @@ def shuffle_rank_loss(a: Tensor, c: Tensor, theta: float, clamp: float | None = 
     Returns:
         Scalar: mean over pairs, rows and others of softplus((<r,o> - <r,pos>)/θ).
     """
-    arg = rank_margins(a, c) / theta
+    return rank_loss_from_margins(rank_margins(a, c), theta, clamp)
+
+
+def rank_loss_from_margins(margins: Tensor, theta: float, clamp: float | None = None) -> Tensor:
+    """Mean of softplus(margins / θ), the argument clamped from above when ``clamp`` is set."""
+    arg = margins / theta
     if clamp is not None:
         arg = arg.clamp(max=clamp)
     return F.softplus(arg).mean()
