@@ -68,3 +68,21 @@ def test_features_agreement_reads_saved_retrieval_features(tmp_path: Path) -> No
     save_features(tmp_path / "f" / "test.npz", np.array([[0.9, 0.1]]), np.array([0]), ["Grow/c"])
     out = features_agreement(tmp_path / "f", synth)
     assert out["class"]["agree"] == 1.0 and out["background"]["agree"] == 0.0 and out["shape"]["agree"] == 1.0
+
+
+def test_pooled_looks_are_a_factor_and_unique_looks_are_not(tmp_path: Path) -> None:
+    recs = [{"path": f"{c}/{s}.mp4", "background": "noise", "shape": "ell", "label": 0, "split": "train",
+             "appearance": look} for c, s, look in
+            [("MoveLeft", "t0", 0), ("MoveUp", "t1", 1), ("MoveLeft", "q0", 1), ("MoveUp", "q1", 1)]]
+    (tmp_path / "p.json").write_text(json.dumps({"videos": recs}))
+    factors = load_factors(tmp_path / "p.json")
+    # q0 is nearest t1: another class, the same look. q1 is nearest t0: same class, another look.
+    out = neighbour_agreement(np.eye(2), ["t0", "t1"], np.array([[0.0, 1.0], [1.0, 0.0]]), ["q0", "q1"], factors)
+    assert out["look"] == {"agree": 0.5, "chance": 0.5}  # test looks (1, 1) against train looks (0, 1)
+    assert out["class"]["agree"] == 0.0
+    # A look per video (appearance -1, or files written before looks were pooled): no "look" factor at all.
+    for r in recs:
+        r["appearance"] = -1
+    (tmp_path / "u.json").write_text(json.dumps({"videos": recs}))
+    unique = neighbour_agreement(np.eye(2), ["t0", "t1"], np.eye(2), ["q0", "q1"], load_factors(tmp_path / "u.json"))
+    assert "look" not in unique and set(unique) == {"class", "motion_pair", "background", "shape"}

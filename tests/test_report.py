@@ -114,6 +114,14 @@ def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: P
     changed = _cfg(overrides={"cmc": {"pretrain": {"lr": 0.02}}})
     with pytest.raises(AssertionError, match="trained again"):
         run_methods_report(changed, tiny_lists, work, out, ["iic", "cmc"])
+    # So do other frames behind the same list files (a re-rendered dataset); the same bytes again are reused.
+    pack = Path(next(line.split(",")[1] for line in (tiny_lists / "test.csv").read_text().splitlines()[1:]))
+    original = pack.read_bytes()
+    pack.write_bytes(original + b"\0")
+    with pytest.raises(AssertionError, match="trained again"):
+        run_methods_report(cfg, tiny_lists, work, out, ["iic", "cmc"])
+    pack.write_bytes(original)
+    assert run_methods_report(cfg, tiny_lists, work, out, ["iic", "cmc"]) == text
     # A second seed trains only that seed; the first seed's results are reused.
     monkeypatch.undo()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 
 from vidssl.data import synth
-from vidssl.data.synth import CLASSES, FAMILIES, generate, partner, plan_videos, render_video, sample_track
+from vidssl.data.synth import (
+    CLASSES,
+    FAMILIES,
+    appearance_pool,
+    generate,
+    partner,
+    plan_videos,
+    render_video,
+    sample_track,
+)
 
 SMALL = dict(n_classes=8, scale=0.2, videos_per_class=20, size=32, frames=8, fps=10)  # 4 videos per class
 
@@ -243,3 +252,36 @@ def test_unknown_class_is_refused() -> None:
     with pytest.raises(ValueError, match="MoveSideways"):
         sample_track("MoveSideways", np.random.default_rng(0), 64, 8)
     assert synth.SHAPES["arrow"].shape[1] == 2
+
+
+def test_a_pooled_look_is_the_same_picture_whatever_the_motion() -> None:
+    look = appearance_pool(3, seed=5)[1]
+    a = render_video("MoveLeft", np.random.default_rng(1), 48, 12, appearance=look)
+    b = render_video("Grow", np.random.default_rng(2), 48, 12, appearance=look)
+    assert a.shape == b.shape == look.shape and a.background == b.background == look.background
+    # Wherever neither object is, the two backgrounds are identical pixels; the objects share one colour.
+    free = ~(a.mask | b.mask)
+    np.testing.assert_array_equal(a.video[free], b.video[free])
+    assert (a.video[a.mask] == a.video[a.mask][0]).all()
+    np.testing.assert_array_equal(a.video[a.mask][0], b.video[b.mask][0])
+    # The pool is a function of its seed alone.
+    assert appearance_pool(3, seed=5) == appearance_pool(3, seed=5) != appearance_pool(3, seed=6)
+    with pytest.raises(ValueError, match="appearances=0"):
+        appearance_pool(0, seed=5)
+
+
+def test_pooled_looks_are_shared_across_classes_and_splits(tmp_path: Path, small: tuple[Path, dict]) -> None:
+    pooled = generate(tmp_path / "p", seed=3, appearances=2, **SMALL)
+    rows = pooled["videos"]
+    assert pooled["appearances"] == 2 and {r["appearance"] for r in rows} == {0, 1}
+    for look in (0, 1):  # each look is worn by several classes, in train and in test
+        wearers = [r for r in rows if r["appearance"] == look]
+        assert len({r["label"] for r in wearers}) >= 4 and {r["split"] for r in wearers} == {"train", "test"}
+        assert len({(r["shape"], r["background"]) for r in wearers}) == 1
+    assert all(r["appearance"] == -1 for r in small[1]["videos"])  # the default: a look per video
+    # Under background bias the train family follows the class, the look's shape stays.
+    biased = generate(tmp_path / "b", seed=3, appearances=2, background_bias=True, **SMALL)["videos"]
+    assert [r["shape"] for r in biased] == [r["shape"] for r in rows]
+    assert all(r["background"] == FAMILIES[r["label"] % len(FAMILIES)] for r in biased if r["split"] == "train")
+    with pytest.raises(ValueError, match="appearances=-1"):
+        generate(tmp_path / "x", appearances=-1, **SMALL)

@@ -37,11 +37,15 @@ def _cfg(path: Path, **overrides: dict) -> "object":
 def synth(out: Path = typer.Argument(..., help="output folder (videos/ and splits/ go inside)"),
           seed: Optional[int] = typer.Option(None, help="dataset seed"),
           scale: Optional[float] = typer.Option(None, help="grows videos per class"),
+          appearances: Optional[int] = typer.Option(None, help="0: a look per video; N: N looks shared by all"),
           workers: int = typer.Option(2, help="parallel encoders"), params: Path = PARAMS) -> None:
     """Write the embedded MotionShapes dataset as H.264 videos plus UCF101-format split files."""
     from vidssl.runs import run_synth
 
-    run_main(lambda: typer.echo(f"wrote {run_synth(_cfg(params, synth={'seed': seed, 'scale': scale}), out, workers)['n_videos']} videos to {out}"))
+    def go() -> None:
+        cfg = _cfg(params, synth={"seed": seed, "scale": scale, "appearances": appearances})
+        typer.echo(f"wrote {run_synth(cfg, out, workers)['n_videos']} videos to {out}")
+    run_main(go)
 
 
 @app.command()

@@ -36,6 +36,7 @@ class SynthParams(_Section):
     frames: int = Field(40, ge=8)
     fps: int = Field(25, ge=1)
     background_bias: bool = False
+    appearances: int = Field(0, ge=0)  # 0: every video draws its own look; N: a pool of N shared looks
 
 
 class ExtractParams(_Section):

@@ -1,10 +1,11 @@
 """What a feature space encodes on MotionShapes: nearest-neighbour agreement on each generative factor.
 
-MotionShapes records, per video, its class, shape and background family (``synth.json``). For every test video
+MotionShapes records, per video, its class, shape, background family and, when looks are pooled, which shared
+look it wears (``synth.json``). For every test video
 we take its nearest train video (cosine, the retrieval features) and count how often the two share each
 factor.
 Class and motion pair (a class and its time-reversed partner) are what a motion encoder should share; shape
-and background are nuisance, so agreement on them well above chance means the features encode appearance.
+background and look are nuisance, so agreement on them well above chance means the features encode appearance.
 Chance is the agreement a uniformly random train neighbour would give, from the factor's frequencies.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from vidssl.data.synth import CLASSES
 
-FACTORS: tuple[str, ...] = ("class", "motion_pair", "background", "shape")
+FACTORS: tuple[str, ...] = ("class", "motion_pair", "look", "background", "shape")  # "look": pooled only
 
 
 def video_key(video_id: str) -> str:
@@ -46,9 +47,10 @@ def load_factors(synth_json: Path) -> dict[str, dict[str, str]]:
         name = v["path"].split("/")[0]
         # Partners are adjacent in CLASSES, so index // 2 names the pair (reversal maps one to the other).
         pair = CLASSES.index(name) // 2 if name in CLASSES else name
-        out[video_key(v["path"])] = {
-            "class": name, "motion_pair": str(pair), "background": v["background"], "shape": v["shape"],
-        }
+        record = {"class": name, "motion_pair": str(pair), "background": v["background"], "shape": v["shape"]}
+        if v.get("appearance", -1) >= 0:  # a look of its own per video would never match: no factor then
+            record["look"] = str(v["appearance"])
+        out[video_key(v["path"])] = record
     return out
 
 
@@ -75,7 +77,7 @@ def neighbour_agreement(
             )
     nearest = (_unit(test) @ _unit(train).T).argmax(axis=1)
     out = {}
-    for f in FACTORS:
+    for f in (f for f in FACTORS if all(f in factors[video_key(v)] for v in [*train_ids, *test_ids])):
         tr = [factors[video_key(v)][f] for v in train_ids]
         te = [factors[video_key(v)][f] for v in test_ids]
         agree = float(np.mean([te[i] == tr[j] for i, j in enumerate(nearest)]))

@@ -12,6 +12,7 @@ accuracy, it says whether the method learned its own objective on held-out video
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import statistics
@@ -50,6 +51,36 @@ def method_params(cfg: Params, name: str) -> Params:
     return with_overrides(cfg, over, f"params + report.overrides.{name}")
 
 
+_DIGESTS: dict[tuple, str] = {}  # file stats -> digest: a report hashes its frames once, not once per entry
+
+
+def frames_digest(lists_dir: Path) -> str:
+    """One digest of the frame packs the pretrain/train/test lists name, so a result computed on other frames
+    (another synth look pool, background bias or extract size behind the same list files) is never reused."""
+    from vidssl.data.clips import read_list
+
+    paths = sorted({r.frames_path for s in ("pretrain", "train", "test") for r in read_list(lists_dir / f"{s}.csv")})
+    files = []
+    for name in map(Path, paths):
+        files += sorted(f for f in name.rglob("*") if f.is_file()) if name.is_dir() else [name]
+    stats = tuple((str(f), *_size_mtime(f)) for f in files)
+    if stats not in _DIGESTS:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f"{f}\0".encode())
+            h.update(f.read_bytes() if f.is_file() else b"missing")
+        _DIGESTS[stats] = h.hexdigest()[:16]
+    return _DIGESTS[stats]
+
+
+def _size_mtime(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:  # a missing pack hashes as missing; the lists stage or the loader will name it
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
+
+
 def _key(cfg: Params, lists_dir: Path, pretrained: bool) -> str:
     from vidssl.checkpoint import config_key
     from vidssl.train import file_digest
@@ -57,7 +88,8 @@ def _key(cfg: Params, lists_dir: Path, pretrained: bool) -> str:
     used = cfg.model_dump(include={"seed", "model", "clip", "finetune", "retrieve"})
     # Random init does not depend on pretraining settings beyond which method embeds the clips.
     used["pretrain"] = cfg.pretrain.model_dump() if pretrained else cfg.pretrain.method
-    return config_key({**used, "lists": [file_digest(lists_dir / f"{s}.csv") for s in ("pretrain", "train", "test")]})
+    lists = [file_digest(lists_dir / f"{s}.csv") for s in ("pretrain", "train", "test")]
+    return config_key({**used, "lists": lists, "frames": frames_digest(lists_dir)})
 
 
 def evaluate_entry(cfg: Params, name: str, lists_dir: Path, work_dir: Path) -> Row:
@@ -210,10 +242,11 @@ def factors_table(rows: Sequence[Row]) -> str:
     if not groups:
         return ""
     first = next(iter(groups.values()))[0]
-    head = " | ".join(f"{f.replace('_', ' ')} (chance {_pct(first[f]['chance'])})" for f in FACTORS)
-    lines = [f"| method | {head} |", "|---|" + "---|" * len(FACTORS)]
+    shown = [f for f in FACTORS if f in first]  # "look" only when the dataset pools its looks
+    head = " | ".join(f"{f.replace('_', ' ')} (chance {_pct(first[f]['chance'])})" for f in shown)
+    lines = [f"| method | {head} |", "|---|" + "---|" * len(shown)]
     for name, fs in groups.items():
-        cells = " | ".join(_stat([f[k]["agree"] for f in fs]) for k in FACTORS)
+        cells = " | ".join(_stat([f[k]["agree"] for f in fs]) for k in shown)
         lines.append(f"| {'random init' if name == RANDOM_INIT else name} | {cells} |")
     return "\n".join(lines)
 

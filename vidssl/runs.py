@@ -23,7 +23,8 @@ def run_synth(cfg: Params, out: Path, workers: int = 2) -> dict[str, Any]:
 
     s = cfg.synth
     return generate(out, seed=s.seed, scale=s.scale, videos_per_class=s.videos_per_class, n_classes=s.n_classes,
-                    size=s.size, frames=s.frames, fps=s.fps, background_bias=s.background_bias, workers=workers)
+                    size=s.size, frames=s.frames, fps=s.fps, background_bias=s.background_bias,
+                    appearances=s.appearances, workers=workers)
 
 
 def run_extract(cfg: Params, src: Path, out: Path, report: Path, reset_on_change: bool = False) -> dict[str, Any]:

@@ -8,6 +8,12 @@ only frame order can. Shape, colours and a static textured background are nuisan
 ``background_bias`` the train split ties each class to one background family (the static bias BE
 targets) while the test split does not.
 
+An *appearance* (shape, colours, background texture) is either drawn for each video or, with
+``appearances = N``, drawn from a pool of N shared by every class and both splits. Shared looks keep
+appearance uncorrelated with the class but stop it from naming the video: with a look of its own,
+every video is told apart from the others by appearance alone, so a contrastive method that
+discriminates instances learns appearance and nothing of motion (bench/RESULTS.md measures this).
+
 The layout mirrors UCF101 (``videos/<Class>/v_<Class>_gGG_cCC.mp4`` and ``splits/`` in the official
 format), so the same extract and lists stages serve both.
 """
@@ -54,6 +60,7 @@ _SHAPE_POINTS = {
 TEST_GROUPS = 7  # UCF101 split 1 puts groups 1-7 of 25 in the test set
 N_GROUPS = 25
 _CRF, _PRESET = 18, "veryfast"
+_POOL_STREAM = 2**31 - 1  # second seed word of the shared-look stream; video streams use [seed, class, video]
 
 
 def _normalise(points: list[tuple[float, float]]) -> np.ndarray:
@@ -82,6 +89,22 @@ class Track:
     def reversed(self) -> Track:
         """The same track played backwards."""
         return Track(self.x[::-1], self.y[::-1], self.radius[::-1], self.angle[::-1])
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """What a video looks like apart from its motion.
+
+    A shared look draws its texture from ``texture_seed``, so it renders the same in every video (and with
+    another family under ``background_bias``); a video's own look (``None``) draws it from the video's stream.
+    """
+
+    shape: str
+    background: str
+    c1: tuple[float, float, float]  # the background blends c1 -> c2 by its texture
+    c2: tuple[float, float, float]
+    colour: tuple[float, float, float]  # the object's, far from both background colours
+    texture_seed: int | None = None
 
 
 class Clip(NamedTuple):
@@ -182,6 +205,26 @@ def _object_colour(rng: np.random.Generator, c1: np.ndarray, c2: np.ndarray) -> 
     return 255 - (c1 + c2) / 2
 
 
+def draw_appearance(rng: np.random.Generator, *, shared: bool = False) -> Appearance:
+    """Draw a random look: shape, background family and colours, object colour (and, ``shared``, a texture
+    seed; a video's own look leaves its texture to the video's stream)."""
+    names = sorted(SHAPES)
+    shape = names[int(rng.integers(len(names)))]
+    family = FAMILIES[int(rng.integers(len(FAMILIES)))]
+    c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    colour = _object_colour(rng, c1, c2)
+    seed = int(rng.integers(2**32)) if shared else None
+    return Appearance(shape, family, tuple(c1), tuple(c2), tuple(colour), seed)  # type: ignore[arg-type]
+
+
+def appearance_pool(n: int, seed: int) -> list[Appearance]:
+    """The ``n`` looks shared by a dataset drawn from ``seed`` (a stream apart from every video's own)."""
+    if n < 1:
+        raise ValueError(f"appearances={n}: a shared pool needs at least 1 look (0 = one look per video)")
+    rng = np.random.default_rng([seed, _POOL_STREAM])
+    return [draw_appearance(rng, shared=True) for _ in range(n)]
+
+
 def render_video(
     class_name: str,
     rng: np.random.Generator,
@@ -190,21 +233,20 @@ def render_video(
     *,
     background: str | None = None,
     shape: str | None = None,
+    appearance: Appearance | None = None,
 ) -> Clip:
-    """Render one video of ``class_name``; ``background``/``shape`` override the random draws.
+    """Render one video of ``class_name`` with ``appearance`` (default: drawn from ``rng`` first).
 
-    The random draws happen in the same order whether or not an override is given, so an override
-    changes nothing else about the video.
+    ``background``/``shape`` override the look's family/shape and change nothing else about the video: the
+    random draws happen in the same order either way (look, texture, then track).
     """
-    names = sorted(SHAPES)
-    drawn_shape = names[int(rng.integers(len(names)))]
-    drawn_family = FAMILIES[int(rng.integers(len(FAMILIES)))]
-    shape, background = shape or drawn_shape, background or drawn_family
+    look = appearance or draw_appearance(rng)
+    shape, background = shape or look.shape, background or look.background
     if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}; choose from {names}")
-    c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    colour = _object_colour(rng, c1, c2)
-    texture = background_texture(background, rng, size)
+        raise ValueError(f"unknown shape {shape!r}; choose from {sorted(SHAPES)}")
+    c1, c2, colour = (np.asarray(c, dtype=np.float64) for c in (look.c1, look.c2, look.colour))
+    own = look.texture_seed is None
+    texture = background_texture(background, rng if own else np.random.default_rng(look.texture_seed), size)
     track = sample_track(class_name, rng, size, frames)
     bg = c1 + texture[..., None] * (c2 - c1)
     video = np.broadcast_to(np.round(bg).astype(np.uint8), (frames, size, size, 3)).copy()
@@ -287,12 +329,17 @@ def encode_mp4(video: np.ndarray, path: Path, fps: int) -> None:
             raise RuntimeError(f"ffmpeg failed writing {path}: {cmd}\n{exc.stderr.decode()[-2000:]}") from exc
 
 
-def _make_video(spec: _Spec, videos: Path, seed: int, size: int, frames: int, fps: int, bias: bool) -> dict:
+def _make_video(
+    spec: _Spec, videos: Path, seed: int, size: int, frames: int, fps: int, bias: bool, pool: list[Appearance]
+) -> dict:
     """Render and encode one video; return its metadata."""
     rng = np.random.default_rng([seed, spec.class_index, spec.video_index])
-    # Tie the train background to the class only under bias; test videos always draw their own.
+    # A pooled look is picked with the video's own stream, independently of its class and split.
+    look = int(rng.integers(len(pool))) if pool else -1
+    # Tie the train background to the class only under bias; test videos always keep their own.
     family = FAMILIES[spec.class_index % len(FAMILIES)] if bias and spec.split == "train" else None
-    clip = render_video(CLASSES[spec.class_index], rng, size, frames, background=family)
+    clip = render_video(CLASSES[spec.class_index], rng, size, frames, background=family,
+                        appearance=pool[look] if pool else None)
     encode_mp4(clip.video, videos / spec.relpath, fps)
     return {
         "path": spec.relpath,
@@ -300,11 +347,13 @@ def _make_video(spec: _Spec, videos: Path, seed: int, size: int, frames: int, fp
         "split": spec.split,
         "shape": clip.shape,
         "background": clip.background,
+        "appearance": look,
     }
 
 
 def _check_args(
-    n_classes: int, size: int, frames: int, fps: int, seed: int, per_class: int, workers: int
+    n_classes: int, size: int, frames: int, fps: int, seed: int, per_class: int, workers: int,
+    appearances: int = 0,
 ) -> None:
     if n_classes % 2 or not 8 <= n_classes <= len(CLASSES):
         raise ValueError(f"n_classes={n_classes}: must be even and between 8 and {len(CLASSES)}")
@@ -315,6 +364,7 @@ def _check_args(
         ("fps", fps, 1),
         ("seed", seed, 0),
         ("workers", workers, 1),
+        ("appearances", appearances, 0),
     ):
         if value < low:
             raise ValueError(f"{name}={value}: must be at least {low}")
@@ -353,12 +403,14 @@ def generate(
     frames: int = 40,
     fps: int = 25,
     background_bias: bool = False,
+    appearances: int = 0,
     workers: int = 2,
 ) -> dict:
     """Write MotionShapes under ``out`` (``videos/``, ``splits/``, ``synth.json``) and return its summary.
 
-    Each video's content depends only on ``(seed, class, video index)``, so the files are
-    byte-identical across runs and worker counts.
+    Each video's content depends only on ``(seed, class, video index)`` and, with ``appearances = N > 0``,
+    the pool of N shared looks drawn from ``seed``; so the files are byte-identical across runs and
+    worker counts.
 
     Raises:
         ValueError: a parameter out of range (the message names it).
@@ -366,15 +418,16 @@ def generate(
     """
     out = Path(out)
     per_class = max(4, round(videos_per_class * scale))
-    _check_args(n_classes, size, frames, fps, seed, per_class, workers)
+    _check_args(n_classes, size, frames, fps, seed, per_class, workers, appearances)
+    looks = appearance_pool(appearances, seed) if appearances else []
     classes = CLASSES[:n_classes]
     specs = plan_videos(n_classes, per_class)
     videos = out / "videos"
     _remove_stale(videos, {s.relpath for s in specs})
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as threads:
         rows = list(
-            pool.map(lambda s: _make_video(s, videos, seed, size, frames, fps, background_bias), specs)
+            threads.map(lambda s: _make_video(s, videos, seed, size, frames, fps, background_bias, looks), specs)
         )
     _write_splits(out / "splits", classes, rows)
     summary = {
@@ -388,6 +441,7 @@ def generate(
         "frames": frames,
         "fps": fps,
         "background_bias": background_bias,
+        "appearances": appearances,
         "background_families": list(FAMILIES),
         "encoder": {"codec": "libx264", "preset": _PRESET, "crf": _CRF, "pix_fmt": "yuv420p"},
         "n_videos": len(rows),
