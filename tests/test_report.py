@@ -16,6 +16,7 @@ from vidssl.report import (
     method_params,
     methods_table,
     run_methods_report,
+    synth_summary,
     verdicts,
 )
 
@@ -169,3 +170,16 @@ def test_factors_table_reports_agreement_against_chance() -> None:
     table = factors_table(rows)
     assert "| method | class (chance 10.0) | motion pair (chance 20.0) | background (chance 25.0) |" in table
     assert "| iic | 50.0 | 60.0 | 25.0 | 20.0 |" in table and "random init" not in table
+
+
+def test_factors_read_the_synth_summary_of_the_lists_own_dataset(tmp_path: Path) -> None:
+    cfg = _cfg()  # data.raw_dir: data/raw/videos, relative to the working directory
+    lists = tmp_path / "control" / "lists"
+    lists.mkdir(parents=True)
+    assert synth_summary(cfg, lists) == Path("data/raw/synth.json")  # lists without lists.json: params decide
+    raw = tmp_path / "control" / "raw"
+    (raw / "splits").mkdir(parents=True)
+    (lists / "lists.json").write_text(json.dumps({"params": {"split_dir": str(raw / "splits")}}))
+    assert synth_summary(cfg, lists) == Path("data/raw/synth.json")  # that dataset has no summary (real data)
+    (raw / "synth.json").write_text("{}")
+    assert synth_summary(cfg, lists) == raw / "synth.json"

@@ -335,6 +335,18 @@ def entry_probes(cfg: Params, name: str, lists_dir: Path, out: Path) -> dict[str
     return probes
 
 
+def synth_summary(cfg: Params, lists_dir: Path) -> Path:
+    """The ``synth.json`` of the dataset these lists were made from: beside the split files named in the lists'
+    ``lists.json`` (so a control dataset's lists never read the default dataset's looks), else beside
+    ``data.raw_dir``."""
+    made = lists_dir / "lists.json"
+    if made.is_file():
+        split_dir = json.loads(made.read_text(encoding="utf-8")).get("params", {}).get("split_dir")
+        if split_dir and (Path(split_dir).parent / "synth.json").is_file():
+            return Path(split_dir).parent / "synth.json"
+    return Path(cfg.data.raw_dir).parent / "synth.json"
+
+
 def _factors(features: Path, synth: Path) -> dict[str, dict[str, float]] | None:
     """The factor agreement of one entry, or None (with a warning) when the dataset summary does not match:
     the table is a diagnosis, so it never costs the report its measured numbers."""
@@ -364,7 +376,7 @@ def run_methods_report(cfg: Params, lists_dir: Path, work_dir: Path, out: Path,
         if not (lists_dir / f"{f}.csv").is_file():
             raise FileNotFoundError(f"{lists_dir / f'{f}.csv'}: list not found; run `dvc repro validate` (or "
                                     "`vidssl lists`) first")
-    synth = Path(cfg.data.raw_dir).parent / "synth.json"
+    synth = synth_summary(cfg, lists_dir)
     rows = []
     for seed in cfg.report.seeds or [cfg.seed]:
         scfg = with_overrides(cfg, {"seed": seed}, "params + report.seeds")
