@@ -1,10 +1,9 @@
 """What a feature space encodes on MotionShapes: nearest-neighbour agreement on each generative factor.
 
 MotionShapes records, per video, its class, shape, background family and, when looks are pooled, which shared
-look it wears (``synth.json``). For every test video
-we take its nearest train video (cosine, the retrieval features) and count how often the two share each
-factor.
-Class and motion pair (a class and its time-reversed partner) are what a motion encoder should share; shape
+look it wears (``synth.json``). For every test video we take its nearest train video (cosine, the retrieval
+features) and count how often the two share each factor.
+Class and motion pair (a class and its time-reversed partner) are what a motion encoder should share; shape,
 background and look are nuisance, so agreement on them well above chance means the features encode appearance.
 Chance is the agreement a uniformly random train neighbour would give, from the factor's frequencies.
 """
