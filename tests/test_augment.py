@@ -178,3 +178,51 @@ def test_center_view() -> None:
     assert torch.equal(center_view(clip, 24), clip[..., 4:28, 8:32])
     with pytest.raises(ValueError, match="smaller than the centre crop"):
         center_view(clip, 33)
+
+
+def _is_one_input_channel(out: torch.Tensor, clip: torch.Tensor) -> int | None:
+    """Which input channel every output channel copies (±1 for the float round trip), or None."""
+    for c in range(3):
+        if all((out[k].int() - clip[c].int()).abs().max() <= 1 for k in range(3)):
+            return c
+    return None
+
+
+def test_channel_gray_copies_one_random_channel() -> None:
+    # MLFO's RandomGray copies one RGB channel, drawn at random, into all three (no luma mix).
+    clip = rand_clip(h=24, w=24)
+    picked = set()
+    for seed in range(12):
+        out = augment_clip(clip, AugmentSpec(crop=24, grayscale_p=1.0, gray="channel"), np.random.default_rng(seed))
+        c = _is_one_input_channel(out, clip)
+        assert c is not None
+        picked.add(c)
+    assert picked == {0, 1, 2}
+
+
+def test_gray_first_then_jitter_order() -> None:
+    # A hue shift leaves a grey image unchanged, so grey-then-hue returns an input channel exactly, while
+    # hue-then-grey (the default order) reads a channel of the hue-shifted colours.
+    clip = rand_clip(h=24, w=24)
+    first = AugmentSpec(crop=24, jitter=(0, 0, 0, 0.5), jitter_p=1.0, grayscale_p=1.0, gray="channel", gray_first=True)
+    after = AugmentSpec(crop=24, jitter=(0, 0, 0, 0.5), jitter_p=1.0, grayscale_p=1.0, gray="channel")
+    for seed in range(6):
+        assert _is_one_input_channel(augment_clip(clip, first, np.random.default_rng(seed)), clip) is not None
+    assert any(
+        _is_one_input_channel(augment_clip(clip, after, np.random.default_rng(s)), clip) is None for s in range(6)
+    )
+
+
+def test_gray_kind_is_checked() -> None:
+    with pytest.raises(ValueError, match="AugmentSpec.gray"):
+        AugmentSpec(crop=24, gray="average")  # type: ignore[arg-type]
+
+
+def test_mlfo_augmentation_greys_frames_one_by_one() -> None:
+    # MLFO draws grayscale per frame (p 0.5): in a 16-frame clip some frames come out grey, some in colour.
+    from vidssl.methods.mlfo import mlfo_augment_spec
+
+    clip = static_clip(t=16)
+    out = augment_clip(clip, mlfo_augment_spec(24), np.random.default_rng(0))
+    grey = [bool(torch.equal(out[0, i], out[1, i]) and torch.equal(out[1, i], out[2, i])) for i in range(16)]
+    assert 0 < sum(grey) < 16

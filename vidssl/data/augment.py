@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -36,6 +37,10 @@ class AugmentSpec:
     blur_p: float = 0.0  # gaussian blur, sigma ~ U(0.1, 2)
     rotate: float = 0.0  # max degrees (BE: 10)
     per_frame_color: bool = False  # MLFO: jitter/grayscale drawn per frame
+    # "luma": torchvision's grey; "channel": one RGB channel, drawn at random, copied to all three (MLFO's
+    # RandomGray, which its code calls "channel splitting, not strictly grayscale")
+    gray: Literal["luma", "channel"] = "luma"
+    gray_first: bool = False  # MLFO (DPC's transform order): grayscale before colour jitter
 
     def __post_init__(self) -> None:
         if self.crop < 1:
@@ -56,6 +61,8 @@ class AugmentSpec:
                 f"AugmentSpec.jitter must be 4 non-negative (brightness, contrast, saturation, hue<=0.5), "
                 f"got {self.jitter}"
             )
+        if self.gray not in ("luma", "channel"):
+            raise ValueError(f"AugmentSpec.gray must be 'luma' or 'channel', got {self.gray!r}")
         if self.rotate < 0:
             raise ValueError(
                 f"AugmentSpec.rotate is a maximum angle in degrees and must be >= 0, got {self.rotate}"
@@ -179,12 +186,21 @@ def _jitter(
     return x
 
 
+def _grayscale(x: torch.Tensor, spec: AugmentSpec, rng: np.random.Generator) -> torch.Tensor:
+    if spec.grayscale_p > 0 and rng.random() < spec.grayscale_p:
+        one = _gray(x) if spec.gray == "luma" else x[int(rng.integers(0, 3))].unsqueeze(0)
+        x = one.expand(3, -1, -1, -1).clone()
+    return x
+
+
 def _colour(x: torch.Tensor, spec: AugmentSpec, rng: np.random.Generator) -> torch.Tensor:
-    """Jitter then grayscale, with parameters for the whole (sub-)clip ``x``."""
+    """Jitter and grayscale (in ``spec``'s order), with parameters for the whole (sub-)clip ``x``."""
+    if spec.gray_first:
+        x = _grayscale(x, spec, rng)
     if spec.jitter is not None and rng.random() < spec.jitter_p:
         x = _jitter(x, spec.jitter, rng)
-    if spec.grayscale_p > 0 and rng.random() < spec.grayscale_p:
-        x = _gray(x).expand(3, -1, -1, -1).clone()
+    if not spec.gray_first:
+        x = _grayscale(x, spec, rng)
     return x
 
 
@@ -206,8 +222,8 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def augment_clip(clip: torch.Tensor, spec: AugmentSpec, rng: np.random.Generator) -> torch.Tensor:
     """Augment one clip with parameters drawn once (colour per frame if ``spec.per_frame_color``).
 
-    Order: rotation (BE rotates the full frame), crop (random or random-resized), horizontal flip, colour jitter,
-    grayscale, Gaussian blur.
+    Order: rotation (BE rotates the full frame), crop (random or random-resized), horizontal flip, colour jitter
+    and grayscale (grayscale first if ``spec.gray_first``), Gaussian blur.
 
     Args:
         clip: 3×T×H×W uint8 clip (already resized so its short side is at least ``spec.crop``).

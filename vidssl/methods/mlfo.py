@@ -54,7 +54,8 @@ def split_clips(video: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.T
 
 def mlfo_augment_spec(crop: int) -> AugmentSpec:
     """MLFO's per-clip augmentation: RandomResizedCrop (area 0.5–1, aspect 3/4–4/3) and flip consistent within
-    the clip; per-frame ColorJitter(0.5, 0.5, 0.5, 0.25) always and per-frame grayscale with p = 0.5."""
+    the clip; then, each frame on its own, a random RGB channel copied to all three with p = 0.5 (its RandomGray)
+    followed by ColorJitter(0.5, 0.5, 0.5, 0.25) always (its train.py order; both ``consistent=False``)."""
     return AugmentSpec(
         crop=crop,
         scale=(0.5, 1.0),
@@ -63,6 +64,8 @@ def mlfo_augment_spec(crop: int) -> AugmentSpec:
         jitter=(0.5, 0.5, 0.5, 0.25),
         jitter_p=1.0,
         grayscale_p=0.5,
+        gray="channel",
+        gray_first=True,
         per_frame_color=True,
     )
 
