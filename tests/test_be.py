@@ -16,10 +16,12 @@ from vidssl.methods import registry
 from vidssl.methods.be import (
     BE,
     BEConsistency,
+    BEMoCo,
     BETripletDataset,
     first_clips,
     temporal_negative_start,
-    wrapped_indices,
+    looped_indices,
+    start_range,
 )
 from vidssl.methods.contrastive import SimCLR, TwoClipDataset
 from vidssl.methods.params_be import BEParams
@@ -83,10 +85,26 @@ def test_temporal_negative_start_rule() -> None:
     assert temporal_negative_start(10, 12, n) == 12  # |Δ| = 2 is not closer than thresh=2
     assert temporal_negative_start(20, 21, n) == 5  # wraps around the video
     assert temporal_negative_start(10, 10, n, thresh=0) == 10
-    assert wrapped_indices(20, 4, 2, n) == [20, 22, 0, 2]
 
 
-def test_triplet_dataset_reads_same_frames_for_anchor_and_positive(tmp_path) -> None:
+def test_looped_indices_go_back_to_the_first_frame() -> None:
+    # BE's loader steps while the next frame exists and otherwise restarts at the first frame (not modulo)
+    assert looped_indices(20, 4, 2, 24) == [20, 22, 0, 2]
+    assert looped_indices(21, 4, 2, 24) == [21, 23, 0, 2]  # modulo would give 21, 23, 1, 3
+    assert looped_indices(13, 8, 4, 40) == [13, 17, 21, 25, 29, 33, 37, 0]
+    assert looped_indices(0, 3, 5, 40) == [0, 5, 10]
+
+
+def test_start_range_follows_bes_sampler_default() -> None:
+    # _sample_indices(new_length=32): starts in [0, N - 32·stride]; pinned to the first frame on shorter videos
+    assert start_range(186, 16, 4, 32) == 186 - 128
+    assert start_range(100, 16, 4, 32) == 0 and start_range(40, 8, 4, 32) == 0
+    assert start_range(40, 8, 4, 0) == 40 - 29  # window 0: every start where the clip fits
+    assert start_range(20, 8, 4, 0) == 0
+
+
+def _triplet_starts(tmp_path, window: int) -> list[tuple[list[int], list[int]]]:
+    """(anchor, negative) frame indices of 12 draws from a 24-frame video whose frame t has value 10·t."""
     n_frames, frames, stride = 24, 4, 2
     video = np.stack([np.full((40, 40, 3), 10 * t, dtype=np.uint8) for t in range(n_frames)])
     write_pack(tmp_path / "v.zip", video)
@@ -94,7 +112,9 @@ def test_triplet_dataset_reads_same_frames_for_anchor_and_positive(tmp_path) -> 
         [VideoRecord("v", str(tmp_path / "v.zip"), n_frames, 3)],
         ClipSpec(frames=frames, stride=stride, resize=40, crop=40),
         AugmentSpec(crop=40),
+        window=window,
     )
+    out = []
     for seed in range(12):
         torch.manual_seed(seed)
         anchor, positive, negative, label, index = ds[0]
@@ -102,9 +122,23 @@ def test_triplet_dataset_reads_same_frames_for_anchor_and_positive(tmp_path) -> 
         assert torch.equal(anchor, positive)  # same frames; this spec has no random augmentation
         a_idx = [round(float(anchor[0, i].float().mean()) / 10) for i in range(frames)]
         n_idx = [round(float(negative[0, i].float().mean()) / 10) for i in range(frames)]
-        assert a_idx == [a_idx[0] + stride * i for i in range(frames)]
+        assert a_idx == looped_indices(a_idx[0], frames, stride, n_frames)
+        assert n_idx == looped_indices(n_idx[0], frames, stride, n_frames)
         assert abs(n_idx[0] - a_idx[0]) >= 2
-        assert n_idx == wrapped_indices(n_idx[0], frames, stride, n_frames)
+        out.append((a_idx, n_idx))
+    return out
+
+
+def test_triplet_dataset_pins_short_videos_as_bes_code_does(tmp_path) -> None:
+    # 24 frames < 32·2: every anchor starts at frame 0, so every drawn negative (also 0) moves 24 // 3 = 8 on
+    draws = _triplet_starts(tmp_path, window=32)
+    assert all(a == [0, 2, 4, 6] and n == [8, 10, 12, 14] for a, n in draws)
+
+
+def test_triplet_dataset_window_zero_draws_every_start(tmp_path) -> None:
+    draws = _triplet_starts(tmp_path, window=0)
+    starts = {a[0] for a, _ in draws}
+    assert len(starts) > 3 and max(starts) <= 24 - 7
 
 
 def test_make_dataset_uses_be_stride_and_augmentation(tmp_path) -> None:
@@ -198,6 +232,54 @@ def test_bad_variant_is_refused() -> None:
         make("consistency")
 
 
+# ---------------------------------------------------------------- BE's MoCo baseline
+
+
+def test_moco_baseline_is_be_without_the_blend() -> None:
+    # With the blend off, BEMoCo at λmax 0.3 computes exactly what BE computes at λmax 0 (same weights, batch)
+    batch = triplet_batch()
+    torch.manual_seed(0)
+    baseline = BEMoCo(build_backbone("tiny", width=4), variant="moco", queue_size=16, be_lambda=0.3, mix=False)
+    be_loss, be_terms = make(be_lambda=0.0).training_step(batch, 0)
+    loss, terms = baseline.training_step(batch, 0)
+    assert loss.item() == pytest.approx(be_loss.item(), rel=1e-6)
+    assert terms["acc_other"] == be_terms["acc_temporal"] and terms["be_lambda"] == 0.0
+    assert "acc_temporal" not in terms and BEMoCo.probes == {} and BE.baseline == "be_moco"
+
+
+def test_moco_baseline_reads_its_negative_from_another_video(tmp_path) -> None:
+    records = []
+    for v in range(3):  # video v's frame t has value 50·v + 2·t
+        video = np.stack([np.full((40, 40, 3), 50 * v + 2 * t, dtype=np.uint8) for t in range(24)])
+        write_pack(tmp_path / f"v{v}.zip", video)
+        records.append(VideoRecord(f"v{v}", str(tmp_path / f"v{v}.zip"), 24, v))
+    ds = BETripletDataset(records, ClipSpec(4, 2, 40, 40), AugmentSpec(crop=40), window=0, negative="other")
+    seen = set()
+    for seed in range(60):
+        torch.manual_seed(seed)
+        anchor, _, negative, _, index = ds[seed % 3]
+        assert round(float(anchor[0, 0].float().mean())) // 50 == index
+        other = round(float(negative[0, 0].float().mean())) // 50
+        assert other != index
+        seen.add((index, other))
+    assert len(seen) == 6  # every ordered pair of distinct videos turns up
+    with pytest.raises(ValueError, match="another video"):
+        BETripletDataset(records[:1], ClipSpec(4, 2, 40, 40), AugmentSpec(crop=40), negative="other")
+
+
+def test_moco_baseline_config_reads_its_own_section_and_refuses_other_variants(tmp_path) -> None:
+    write_pack(tmp_path / "v.zip", np.zeros((40, 40, 40, 3), dtype=np.uint8))
+    recs = [VideoRecord(f"v{i}", str(tmp_path / "v.zip"), 40, 0) for i in range(2)]
+    cfg = SimpleNamespace(seed=0, pretrain=SimpleNamespace(be_moco=BEParams(queue_size=8, stride=2)))
+    method = BEMoCo.from_config(build_backbone("tiny", width=4), cfg, n_samples=2)
+    assert not method.mix and method.queue.items.shape[0] == 8
+    ds = BEMoCo.make_dataset(recs, ClipSpec(8, 1, 40, 32), cfg)
+    assert ds.negative == "other" and ds.spec.stride == 2
+    bad = SimpleNamespace(seed=0, pretrain=SimpleNamespace(be_moco=BEParams(variant="triplet")))
+    with pytest.raises(ValueError, match="be_moco.variant"):
+        BEMoCo.from_config(build_backbone("tiny", width=4), bad, n_samples=2)
+
+
 # ---------------------------------------------------------------- consistency wrapper
 
 
@@ -224,6 +306,22 @@ def test_consistency_adds_weighted_mse_and_keeps_inner_terms() -> None:
     # λ = 0: the mixed clip is the clip, so the MSE term vanishes exactly.
     _, terms0 = BEConsistency(inner_simclr(), be_lambda=0.0).training_step(batch, 0)
     assert terms0["loss_be_mse"] == 0.0
+
+
+def test_consistency_is_the_squared_feature_distance() -> None:
+    # BE's ‖F(x̃) − F(x)‖²: summed over the C feature channels, averaged over the batch (not a per-element mean)
+    batch = simclr_batch()
+    wrapped = BEConsistency(inner_simclr(), weight=1.0, be_lambda=0.3, seed=0)
+    g = torch.Generator().manual_seed(7919)  # the wrapper's own draws: λ, then the mixed frame
+    lam = float(torch.rand((), generator=g)) * 0.3
+    mixed = be_mix(batch[0], lam, g)
+    _, terms = wrapped.training_step(batch, 0)
+    with torch.no_grad():
+        f_mixed, f_x = wrapped.backbone(mixed), wrapped.backbone(batch[0])
+    want = sum(float(((f_mixed[i] - f_x[i]) ** 2).sum()) for i in range(B)) / B
+    assert terms["be_lambda"] == pytest.approx(lam)
+    assert terms["loss_be_mse"] == pytest.approx(want, rel=1e-4)
+    assert terms["loss_be_mse"] == pytest.approx(f_x.shape[1] * float(F.mse_loss(f_mixed, f_x)), rel=1e-4)
 
 
 def test_first_clips_flattens_stacked_clips() -> None:

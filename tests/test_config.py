@@ -106,3 +106,19 @@ def test_unknown_preset_lists_the_choices(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("preset: b\n")
     with pytest.raises(ConfigError, match=r"unknown preset 'b'.*\['none', 'a'\]"):
         load_params(tmp_path / "params.yaml")
+
+
+def _pretrain(**changes: dict) -> Params:
+    return parse_params({"pretrain": changes})
+
+
+def test_pretrain_used_keeps_only_what_the_method_reads() -> None:
+    base = _pretrain(method="iic").pretrain.used()
+    assert "iic" in base and "be" not in base and "mlfo" not in base and base["lr"] == 0.01
+    # another method's section does not reach IIC's key; IIC's own section and shared fields do
+    assert _pretrain(method="iic", be={"start_window": 0}).pretrain.used() == base
+    assert _pretrain(method="iic", iic={"nce_k": 512}).pretrain.used() != base
+    assert _pretrain(method="iic", lr=0.1).pretrain.used() != base
+    # BE's consistency form trains its pretext method, so that section counts too
+    be = _pretrain(method="be", be={"variant": "consistency", "pretext": "vcop"}).pretrain.used()
+    assert set(be) >= {"be", "vcop"} and "iic" not in be

@@ -101,6 +101,19 @@ class PretrainParams(_Section):
     moco: ContrastiveParams = ContrastiveParams()
     cmc: ContrastiveParams = ContrastiveParams()
     be: BEParams = BEParams()
+    be_moco: BEParams = BEParams()  # BE's MoCo baseline: BE's pipeline without the blend, negative from another video
+
+    def used(self) -> dict[str, Any]:
+        """What ``method`` reads: the shared fields, its own section and the section its ``pretext`` names (BE's
+        consistency form). Checkpoint and report keys hash this, so editing one method's section reruns that
+        method only. A method without a section of its own keys on every section."""
+        sections = [n for n in type(self).model_fields if isinstance(getattr(self, n), BaseModel)]
+        own = getattr(self, self.method, None)
+        if not isinstance(own, BaseModel):
+            return self.model_dump()
+        pretext = getattr(own, "pretext", None)
+        read = {self.method} | ({pretext} & set(sections) if isinstance(pretext, str) else set())
+        return self.model_dump(exclude=set(sections) - read)
 
 
 class FinetuneParams(_Section):

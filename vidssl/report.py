@@ -87,7 +87,7 @@ def _key(cfg: Params, lists_dir: Path, pretrained: bool) -> str:
 
     used = cfg.model_dump(include={"seed", "model", "clip", "finetune", "retrieve"})
     # Random init does not depend on pretraining settings beyond which method embeds the clips.
-    used["pretrain"] = cfg.pretrain.model_dump() if pretrained else cfg.pretrain.method
+    used["pretrain"] = cfg.pretrain.used() if pretrained else cfg.pretrain.method
     lists = [file_digest(lists_dir / f"{s}.csv") for s in ("pretrain", "train", "test")]
     return config_key({**used, "lists": lists, "frames": frames_digest(lists_dir)})
 

@@ -142,7 +142,7 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
         opt = torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=p.milestones, gamma=p.gamma)
     key = config_key({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
-                      "pretrain": p.model_dump(), "list": file_digest(list_path)})
+                      "pretrain": p.used(), "list": file_digest(list_path)})
 
     def step_epoch(epoch: int) -> dict[str, float]:
         method.train()

@@ -19,14 +19,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vidssl.data.augment import AugmentSpec, augment_clip
-from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, _sample_rng, clip_indices
+from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, _sample_rng
 from vidssl.methods.base import Batch, Method
 from vidssl.methods.distributed import gather_with_grad
 from vidssl.methods.losses import nce_softmax_loss
@@ -48,35 +48,67 @@ def temporal_negative_start(anchor_start: int, drawn_start: int, n_frames: int, 
     return drawn_start
 
 
-def wrapped_indices(start: int, frames: int, stride: int, n_frames: int) -> list[int]:
-    """Clip indices that loop back to the first frame past the end (BE reads a shifted negative this way)."""
-    return [(start + i * stride) % n_frames for i in range(frames)]
+def looped_indices(start: int, frames: int, stride: int, n_frames: int) -> list[int]:
+    """Clip indices read as BE's loader reads them: step by ``stride`` and go back to the first frame whenever the
+    next step would pass the end (so a clip near the end loops to the video's start)."""
+    out, p = [], start
+    for _ in range(frames):
+        out.append(p)
+        p = p + stride if p + stride < n_frames else 0
+    return out
+
+
+def start_range(n_frames: int, frames: int, stride: int, window: int) -> int:
+    """The last start BE's sampler draws (uniform from 0).
+
+    BE's code calls ``_sample_indices`` with its default ``new_length=32`` rather than the clip's length, so a
+    start leaves room for ``window`` samples at ``stride``: every clip starts in the first N − 32·stride frames,
+    and on a video shorter than that every anchor starts at the first frame (its negative then N // 3 later).
+    ``window=0`` leaves room for the clip's own span instead.
+    """
+    span = window * stride if window else (frames - 1) * stride + 1
+    return max(n_frames - span, 0)
 
 
 class BETripletDataset(ClipDataset):
     """(anchor, positive, negative, label, index): anchor and positive read the same frames and are augmented
-    independently; the negative is another time of the same video (:func:`temporal_negative_start`)."""
+    independently; the negative is another time of the same video (:func:`temporal_negative_start`), or with
+    ``negative="other"`` a clip of another video drawn by the same start rule (BE's MoCo baseline)."""
 
-    def __init__(self, records: Sequence[VideoRecord], spec: ClipSpec, augment: AugmentSpec, thresh: int = 2):
+    def __init__(
+        self, records: Sequence[VideoRecord], spec: ClipSpec, augment: AugmentSpec, thresh: int = 2,
+        window: int = 32, negative: Literal["video", "other"] = "video",
+    ) -> None:
         super().__init__(records, spec)
-        self.augment, self.thresh = augment, thresh
+        if negative not in ("video", "other"):
+            raise ValueError(f"BE negative {negative!r}: use 'video' (BE) or 'other' (its MoCo baseline)")
+        if negative == "other" and len(records) < 2:
+            raise ValueError("BE's MoCo baseline draws its negative from another video; the list holds only one")
+        self.augment, self.thresh, self.window, self.negative = augment, thresh, window, negative
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
         rng = _sample_rng()
         rec, s = self.records[index], self.spec
-        max_start = max(rec.n_frames - ((s.frames - 1) * s.stride + 1), 0)
-        a = int(rng.integers(0, max_start + 1))
-        n = temporal_negative_start(a, int(rng.integers(0, max_start + 1)), rec.n_frames, self.thresh)
-        clip = self.load(index, clip_indices(a, s.frames, s.stride, rec.n_frames))
-        n_idx = (clip_indices if n <= max_start else wrapped_indices)(n, s.frames, s.stride, rec.n_frames)
+        last = start_range(rec.n_frames, s.frames, s.stride, self.window)
+        a = int(rng.integers(0, last + 1))
+        clip = self.load(index, looped_indices(a, s.frames, s.stride, rec.n_frames))
+        if self.negative == "video":
+            n = temporal_negative_start(a, int(rng.integers(0, last + 1)), rec.n_frames, self.thresh)
+            other = self.load(index, looped_indices(n, s.frames, s.stride, rec.n_frames))
+        else:
+            j = int(rng.integers(0, len(self.records) - 1))
+            j += j >= index  # uniform over the other videos
+            r = self.records[j]
+            n = int(rng.integers(0, start_range(r.n_frames, s.frames, s.stride, self.window) + 1))
+            other = self.load(j, looped_indices(n, s.frames, s.stride, r.n_frames))
         anchor, positive = augment_clip(clip, self.augment, rng), augment_clip(clip, self.augment, rng)
-        negative = augment_clip(self.load(index, n_idx), self.augment, rng)
+        negative = augment_clip(other, self.augment, rng)
         return anchor, positive, negative, rec.label, index
 
 
-def be_params(cfg: Params) -> BEParams:
-    """``cfg.pretrain.be``, or BE's defaults before the section is wired into the config."""
-    return getattr(cfg.pretrain, "be", None) or BEParams()
+def be_params(cfg: Params, section: str = "be") -> BEParams:
+    """``cfg.pretrain.<section>`` (``be``, or ``be_moco`` for its baseline), else BE's defaults."""
+    return getattr(cfg.pretrain, section, None) or BEParams()
 
 
 def _pretext_class(name: str) -> type[Method]:
@@ -94,8 +126,9 @@ class BE(Method):
     """BE over any backbone: MoCo v1 (``variant='moco'``) or the triplet form (``variant='triplet'``)."""
 
     name = "be"
-    baseline = "moco"
+    baseline = "be_moco"
     probes = {"acc_temporal": "anchor nearer its positive than its own video's other-time clip"}
+    negative_term = "acc_temporal"
 
     def __init__(
         self,
@@ -109,8 +142,10 @@ class BE(Method):
         be_lambda: float = 0.3,
         triplet_margin: float = 0.5,
         seed: int = 0,
+        mix: bool = True,
     ) -> None:
         super().__init__(backbone)
+        self.mix = mix  # False: the query is the plain anchor (BE's MoCo baseline)
         if variant not in ("moco", "triplet"):
             raise ValueError(
                 f"BE variant {variant!r} is not a BE model; use 'moco' or 'triplet' (the 'consistency' form wraps "
@@ -149,7 +184,7 @@ class BE(Method):
         if p.stride:
             spec = dataclasses.replace(spec, stride=p.stride)  # BE pretrains at stride 4
         aug = AugmentSpec(crop=spec.crop, jitter=tuple(p.jitter), jitter_p=p.jitter_p, rotate=p.rotate)
-        return BETripletDataset(records, spec, aug, thresh=p.neg_thresh)
+        return BETripletDataset(records, spec, aug, thresh=p.neg_thresh, window=p.start_window)
 
     def draw_lambda(self) -> float:
         """λ ~ U(0, λmax), once per batch."""
@@ -164,8 +199,8 @@ class BE(Method):
 
     def training_step(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         anchor, positive, negative = batch[:3]
-        lam = self.draw_lambda()
-        q = self.project(be_mix(anchor, lam, self.generator))
+        lam = self.draw_lambda() if self.mix else 0.0
+        q = self.project(be_mix(anchor, lam, self.generator) if self.mix else anchor)
         n = self.project(negative)  # online encoder, with gradient
         if self.variant == "moco":
             k = self.project_key(positive)
@@ -177,8 +212,8 @@ class BE(Method):
                 "loss": loss.item(),
                 "loss_nce": loss.item(),
                 "pos_prob": pos_prob,
-                # the anchor's own-video, other-time clip is its last logit
-                "acc_temporal": (logits[:, 0] > logits[:, -1]).float().mean().item(),
+                # the extra negative (BE: the anchor's own video at another time) is the last logit
+                self.negative_term: (logits[:, 0] > logits[:, -1]).float().mean().item(),
                 "be_lambda": lam,
             }
         p = self.project(positive)
@@ -220,7 +255,7 @@ def first_clips(batch: Any) -> torch.Tensor:
 
 
 class BEConsistency(Method):
-    """BE's MSE form for any method: loss = inner loss + w · MSE(F(x̃), F(x)).
+    """BE's MSE form for any method: loss = inner loss + w · ‖F(x̃) − F(x)‖² (batch mean).
 
     F is the shared backbone's pooled feature, x the first clip tensor of the inner method's batch
     (:func:`first_clips`) and x̃ its BE blend with λ ~ U(0, λmax) once per batch. Both branches carry gradient,
@@ -242,7 +277,8 @@ class BEConsistency(Method):
         loss, terms = self.inner.training_step(batch, epoch)
         x = first_clips(batch)
         lam = float(torch.rand((), generator=self.generator)) * self.be_lambda
-        mse = F.mse_loss(self.backbone(be_mix(x, lam, self.generator)), self.backbone(x))
+        # ‖F(x̃) − F(x)‖²: summed over the feature, averaged over the batch (a per-element mean is C× weaker)
+        mse = (self.backbone(be_mix(x, lam, self.generator)) - self.backbone(x)).pow(2).sum(1).mean()
         total = loss + self.weight * mse
         extra = {
             "loss": total.item(),
@@ -267,3 +303,30 @@ class BEConsistency(Method):
     @torch.no_grad()
     def embed(self, clips: torch.Tensor, feature: str = "pool", merged: bool = False) -> torch.Tensor:
         return self.inner.embed(clips, feature, merged)
+
+
+class BEMoCo(BE):
+    """BE's MoCo baseline (its code's ``pt_method=moco``): BE's sampler, augmentation, head, EMA key encoder and
+    queue, and one extra negative per sample, but no blend on the query and that negative from another video.
+    BE's gain over it is what its two additions buy; ``pretrain.be_moco`` holds its settings (variant moco)."""
+
+    name = "be_moco"
+    baseline = None
+    probes: dict[str, str] = {}
+    negative_term = "acc_other"
+
+    @classmethod
+    def from_config(cls, backbone: nn.Module, cfg: Params, *, n_samples: int) -> Method:
+        p = be_params(cfg, "be_moco")
+        if p.variant != "moco":
+            raise ValueError(f"pretrain.be_moco.variant is {p.variant!r}; BE's MoCo baseline is 'moco' only")
+        keys = {"temperature", "proj_dim", "queue_size", "key_momentum", "be_lambda"}
+        return cls(backbone, variant="moco", seed=cfg.seed, mix=False, **p.model_dump(include=keys))
+
+    @classmethod
+    def make_dataset(cls, records: Sequence[VideoRecord], spec: ClipSpec, cfg: Params) -> Dataset:
+        p = be_params(cfg, "be_moco")
+        if p.stride:
+            spec = dataclasses.replace(spec, stride=p.stride)
+        aug = AugmentSpec(crop=spec.crop, jitter=tuple(p.jitter), jitter_p=p.jitter_p, rotate=p.rotate)
+        return BETripletDataset(records, spec, aug, window=p.start_window, negative="other")

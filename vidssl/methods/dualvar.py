@@ -5,6 +5,11 @@ representation keep intra-video variance: a series head whose S vectors are cont
 similarity (temporal-coherent loss L_tc), and a shuffle-rank loss L_rank that asks the series vectors of a
 segment-shuffled copy of A (clip C, re-indexed back to segment order) to match A's and C's own series vectors
 slot by slot rather than any other slot.
+
+One deliberate difference under DDP: DualVar's SimCLR core gathers embeddings with a GatherLayer whose backward
+keeps only this rank's slice of the incoming gradient, so with N processes L_clip reaches the encoder with about
+1/N of its single-process weight next to L_tc and L_rank. :func:`gather_with_grad` sums the gradient over ranks,
+so every term keeps the weight it has on one GPU (and the two agree exactly in a single process).
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ class BEParams(Section):
     # neg_thresh frames to the anchor's is shifted by n_frames // 3
     stride: int = Field(4, ge=0)
     neg_thresh: int = Field(2, ge=0)
+    # starts leave room for start_window samples at that stride (BE's code: its sampler's default 32, not the clip
+    # length; on videos under 32·4 frames every anchor starts at the first frame); 0 = the clip's own span
+    start_window: int = Field(32, ge=0)
     # clip-consistent augmentation: rotation ±10°, crop, ColorJitter(0.5, 0.5, 0.25, 0.5) always applied
     rotate: float = Field(10.0, ge=0)
     jitter: list[float] = Field([0.5, 0.5, 0.25, 0.5], min_length=4, max_length=4)

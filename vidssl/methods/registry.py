@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from vidssl.methods.base import Method
-from vidssl.methods.be import BE
+from vidssl.methods.be import BE, BEMoCo
 from vidssl.methods.contrastive import CMC, MoCo, SimCLR
 from vidssl.methods.dualvar import DualVar
 from vidssl.methods.iic import IIC
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 METHODS: dict[str, type[Method]] = {
     "iic": IIC, "dualvar": DualVar, "be": BE, "mlfo": MLFO,
-    "cmc": CMC, "moco": MoCo, "simclr": SimCLR, "vcop": VCOP,
+    "cmc": CMC, "moco": MoCo, "simclr": SimCLR, "vcop": VCOP, "be_moco": BEMoCo,
 }
 
 
