@@ -306,9 +306,11 @@ class BEConsistency(Method):
 
 
 class BEMoCo(BE):
-    """BE's MoCo baseline (its code's ``pt_method=moco``): BE's sampler, augmentation, head, EMA key encoder and
-    queue, and one extra negative per sample, but no blend on the query and that negative from another video.
-    BE's gain over it is what its two additions buy; ``pretrain.be_moco`` holds its settings (variant moco)."""
+    """BE's own MoCo baseline: BE without the blend, its extra negative from another video.
+
+    As BE's code runs ``pt_method=moco``: BE's sampler, augmentation, head, EMA key encoder, queue and one extra
+    negative per sample. BE's gain over it is what its two additions buy; ``pretrain.be_moco`` holds its settings
+    (variant moco)."""
 
     name = "be_moco"
     baseline = None
