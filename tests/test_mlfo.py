@@ -130,6 +130,18 @@ def test_short_videos_cap_the_rate_and_clamp() -> None:
     )  # shorter than 2T: r=1, last frame repeats
 
 
+def test_min_rate_raises_the_floor_and_yields_to_short_videos() -> None:
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(20):  # the default floor is MLFO's 1: the same draws as before the knob existed
+        assert mlfo_indices(300, 16, 3.0, a) == mlfo_indices(300, 16, 3.0, b, min_rate=1.0)
+    rng = np.random.default_rng(4)
+    rates = [(lambda i: (i[-1] - i[0]) / 31)(mlfo_indices(300, 16, 3.0, rng, min_rate=2.0)) for _ in range(200)]
+    assert 2.0 - 1 / 31 <= min(rates) < 2.2 and max(rates) <= 3.0 + 1 / 31
+    for _ in range(20):  # 40 frames, T=8: the cap F / 2T = 2.5 wins over a floor of 4, so the rate is 2.5
+        idx = mlfo_indices(40, 8, 3.0, rng, min_rate=4.0)
+        assert max(idx) <= 39 and abs((idx[-1] - idx[0]) / 15 - 2.5) <= 1 / 15
+
+
 def test_split_clips_relation() -> None:
     video = torch.arange(16).view(1, 16, 1, 1).expand(3, 16, 2, 2)
     c1, c2, g = split_clips(video, 8)

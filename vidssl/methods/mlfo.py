@@ -34,14 +34,20 @@ HIGH_STEPS, MID_STEPS, LOW_STEPS = 2, 4, 8
 # ---------------------------------------------------------------- sampling
 
 
-def mlfo_indices(n_frames: int, frames: int, max_rate: float, rng: np.random.Generator) -> list[int]:
-    """2·``frames`` indices ``round(start + r·i)`` at a random rate r ~ U[1, min(max_rate, F / 2T)] (≥ 1).
+def mlfo_indices(
+    n_frames: int, frames: int, max_rate: float, rng: np.random.Generator, min_rate: float = 1.0
+) -> list[int]:
+    """2·``frames`` indices ``round(start + r·i)`` at a random rate r ~ U[min_rate, min(max_rate, F / 2T)] (≥ 1).
+
+    ``min_rate`` is 1 in MLFO; above 1 it is clamped to the upper bound, so a short video still gets the
+    fastest rate that fits.
 
     The start is uniform over the positions where the span fits; indices are clamped to the video so a video
     shorter than 2T frames repeats its last frame.
     """
     n = 2 * frames
-    rate = float(rng.uniform(1.0, max(1.0, min(max_rate, n_frames / n))))
+    high = max(1.0, min(max_rate, n_frames / n))
+    rate = float(rng.uniform(min(min_rate, high), high))
     start = int(rng.integers(0, max(int(n_frames - rate * n), 0) + 1))
     idx = np.minimum(np.round(start + rate * np.arange(n)), n_frames - 1)
     return [int(i) for i in idx]
@@ -76,9 +82,11 @@ class MLFODataset(ClipDataset):
     ``spec.stride`` is not used: MLFO draws its own rate per sample (``rate`` is the upper bound).
     """
 
-    def __init__(self, records: Sequence[VideoRecord], spec: ClipSpec, *, rate: float = 3.0) -> None:
+    def __init__(
+        self, records: Sequence[VideoRecord], spec: ClipSpec, *, rate: float = 3.0, min_rate: float = 1.0
+    ) -> None:
         super().__init__(records, spec)
-        self.rate = rate
+        self.rate, self.min_rate = rate, min_rate
         self.augment_spec = mlfo_augment_spec(spec.crop)
 
     def _augment(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -87,7 +95,7 @@ class MLFODataset(ClipDataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
         rng = _sample_rng()
         rec, t = self.records[index], self.spec.frames
-        video = self.load(index, mlfo_indices(rec.n_frames, t, self.rate, rng))
+        video = self.load(index, mlfo_indices(rec.n_frames, t, self.rate, rng, self.min_rate))
         clip1, clip2, glob = (self._augment(c, rng) for c in split_clips(video, t))
         return clip1, clip2, glob, rec.label, index
 
@@ -218,7 +226,7 @@ class MLFO(Method):
     @classmethod
     def make_dataset(cls, records: Sequence[VideoRecord], spec: ClipSpec, cfg: Params) -> MLFODataset:
         p = getattr(cfg.pretrain, "mlfo", None) or MLFOParams()
-        return MLFODataset(records, spec, rate=p.rate)
+        return MLFODataset(records, spec, rate=p.rate, min_rate=p.min_rate)
 
     def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-level step sequences of N stacked clips: high N×C×2; mid, low 2N×C×{4, 8} (originals first,

@@ -19,7 +19,8 @@ class MLFOParams(Section):
     weight_decay: 1.0e-5, batch_size: 256, epochs: 300, milestones: [200], gamma: 0.1``.
 
     Attributes:
-        rate: upper bound of the sampling rate r ~ U[1, min(rate, F / 2T)] (official ``--rate``).
+        rate: upper bound of the sampling rate r ~ U[min_rate, min(rate, F / 2T)] (official ``--rate``).
+        min_rate: lower bound of that rate (1 in MLFO; a demo with a coarser clip stride can raise it).
         cluster: number of prototypes K (``--cluster``; 200 for UCF101, 1000 for K400).
         split: epoch from which the graph constraint is added (``--split``).
         thres: G_ins entries below this are zeroed (``--thres``).
@@ -43,6 +44,7 @@ class MLFOParams(Section):
     """
 
     rate: float = Field(3.0, ge=1)
+    min_rate: float = Field(1.0, ge=1)
     cluster: int = Field(200, ge=2)
     split: int = Field(50, ge=0)
     thres: float = Field(0.05, ge=0, lt=1)
