@@ -135,7 +135,8 @@ def test_min_rate_raises_the_floor_and_yields_to_short_videos() -> None:
     for _ in range(20):  # the default floor is MLFO's 1: the same draws as before the knob existed
         assert mlfo_indices(300, 16, 3.0, a) == mlfo_indices(300, 16, 3.0, b, min_rate=1.0)
     rng = np.random.default_rng(4)
-    rates = [(lambda i: (i[-1] - i[0]) / 31)(mlfo_indices(300, 16, 3.0, rng, min_rate=2.0)) for _ in range(200)]
+    draws = [mlfo_indices(300, 16, 3.0, rng, min_rate=2.0) for _ in range(200)]
+    rates = [(i[-1] - i[0]) / 31 for i in draws]
     assert 2.0 - 1 / 31 <= min(rates) < 2.2 and max(rates) <= 3.0 + 1 / 31
     for _ in range(20):  # 40 frames, T=8: the cap F / 2T = 2.5 wins over a floor of 4, so the rate is 2.5
         idx = mlfo_indices(40, 8, 3.0, rng, min_rate=4.0)

@@ -79,7 +79,7 @@ def mlfo_augment_spec(crop: int) -> AugmentSpec:
 class MLFODataset(ClipDataset):
     """Yields (clip1, clip2, global, label, index); clips are uint8 3×T×S×S, each augmented independently.
 
-    ``spec.stride`` is not used: MLFO draws its own rate per sample (``rate`` is the upper bound).
+    ``spec.stride`` is not used: MLFO draws its own rate per sample, between ``min_rate`` and ``rate``.
     """
 
     def __init__(
