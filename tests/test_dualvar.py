@@ -118,6 +118,31 @@ def test_make_dataset_defaults(tmp_path: Path) -> None:
     assert ds.stride == 4 and ds.rand_flip and ds.crop_only_p == 0.2
 
 
+def test_colour_params_reach_the_full_transform(tmp_path: Path) -> None:
+    # Flat grey frames stay grey under a crop; jitter always on (brightness 0.5) must change them in B and C,
+    # jitter off must leave every clip exactly grey.
+    rec = _pack(tmp_path)
+    spec = ClipSpec(frames=8, stride=1, resize=40, crop=32)
+
+    def dataset(**dv: object) -> DualVarDataset:
+        return DualVar.make_dataset([rec], spec, Params(pretrain={"dualvar": {"crop_only_p": 0.0, **dv}}))
+
+    off = dataset(jitter=[0, 0, 0, 0], jitter_p=0.0, blur_p=0.0)
+    on = dataset(jitter=[0.5, 0, 0, 0], jitter_p=1.0, blur_p=0.0)
+    torch.manual_seed(0)
+    for _ in range(5):
+        for clip in off[0][:3]:
+            assert all(v % 10 == 0 for v in clip.flatten().unique().tolist())  # still 10·frame greys
+        _, b, c, _, _ = on[0]
+        assert not all(v % 10 == 0 for v in torch.cat([b, c]).flatten().unique().tolist())
+
+
+@pytest.mark.parametrize("jitter", [[0.8, 0.8, 0.8], [0.8, 0.8, 0.8, 0.6], [-0.1, 0.8, 0.8, 0.2]])
+def test_bad_jitter_is_refused_with_its_value(jitter: list[float]) -> None:
+    with pytest.raises(ValidationError, match="jitter"):
+        DualVarParams(jitter=jitter)
+
+
 # ---------------------------------------------------------------- segment shuffle and series head
 
 

@@ -169,6 +169,26 @@ def test_dataset_yields_three_clips_with_the_index_rule(tmp_path, monkeypatch) -
     assert steps.min() >= 0 and steps.max() <= 2  # one rate r <= 1.5, rounded
 
 
+@pytest.mark.parametrize("flip", [True, False])
+def test_flip_param_mirrors_clips_or_never(tmp_path, flip: bool) -> None:
+    # A left-dark, right-bright frame: a mirrored clip has its bright side on the left.
+    frame = np.zeros((40, 40, 3), dtype=np.uint8)
+    frame[:, 20:] = 200
+    path = tmp_path / "v.zip"
+    write_pack(path, [frame] * 24)
+    spec = ClipSpec(frames=8, resize=40, crop=32)
+    cfg = Params(pretrain={"mlfo": {"flip": flip}})
+    ds = MLFO.make_dataset([VideoRecord("v", str(path), 24, 0)], spec, cfg)
+    assert ds.augment_spec.flip is flip
+    torch.manual_seed(0)
+    mirrored = 0
+    for _ in range(10):
+        for clip in ds[0][:3]:
+            x = clip.float().mean(dim=(0, 1, 2))  # column means over channels, frames and rows
+            mirrored += int(x[:8].mean() > x[-8:].mean())
+    assert (mirrored > 0) is flip
+
+
 def test_config_builds_method_and_dataset(tiny_lists) -> None:
     cfg = Params(clip=ClipParams(frames=8, resize=40, crop=32))
     records = read_list(tiny_lists / "pretrain.csv")

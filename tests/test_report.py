@@ -73,7 +73,8 @@ def test_verdicts_say_plainly_when_a_seed_method_loses() -> None:
     assert "not a clear difference" not in text
     # A gain of one or two test videos is reported, but flagged as within noise.
     close = "\n".join(verdicts([rows[0], _row("iic", 0.20 + 2 / 60)], n_test=60))
-    assert "beats random init on retrieval top-1 (23.3 vs 20.0, +3.3 points = +2 test videos; within 2 test" in close
+    assert ("**iic** does NOT clearly beat random init on retrieval top-1 (23.3 vs 20.0, +3.3 points = +2 test "
+            "videos; within 2 test") in close
     assert "its own baseline moco" not in text  # moco was not run, so no comparison is claimed
     table = methods_table(rows)
     assert "| random init | reference | 20.0 | 40.0 | 50.0 | – | 1 |" in table
@@ -149,7 +150,9 @@ def test_several_seeds_give_mean_sd_and_paired_verdicts() -> None:
     mixed = [_row(RANDOM_INIT, 0.10, kind="reference", seed=1), _row("be", 0.30, seed=1),
              _row(RANDOM_INIT, 0.30, kind="reference", seed=2), _row("be", 0.20, seed=2)]
     assert "+1.5 test videos; per seed +12, -6; within 2 test videos" not in "\n".join(verdicts(mixed, 60))
-    assert "per seed +12, -6; not every seed agrees, so not a clear difference" in "\n".join(verdicts(mixed, 60))
+    assert ("**be** does NOT clearly beat random init on retrieval top-1 (mean of 2 seeds 25.0 vs 20.0, +5.0 "
+            "points = +3.0 test videos; per seed +12, -6; not every seed agrees, so not a clear difference)"
+            ) in "\n".join(verdicts(mixed, 60))
     # A tie at one seed is not agreement either; an exact tie on the mean is not a win.
     tie = [mixed[0], _row("be", 0.30, seed=1), mixed[2], _row("be", 0.30, seed=2)]
     assert "per seed +12, +0; not every seed agrees" in "\n".join(verdicts(tie, 60))

@@ -171,21 +171,23 @@ def methods_table(rows: Sequence[Row]) -> str:
 
 
 def _compare(mine: Sequence[float], other: Sequence[float], n_test: int) -> tuple[str, str]:
-    """("beats" | "does NOT beat", detail) for retrieval top-1 fractions paired by seed, ``n_test`` queries.
+    """("beats" | "does NOT clearly beat" | "does NOT beat", detail) for retrieval top-1 fractions paired by
+    seed, ``n_test`` queries.
 
     Not a clear difference: a mean gain of at most 2 test videos, or (several seeds) a seed whose own gain
-    does not have the mean's sign (a tie counts against).
+    does not have the mean's sign (a tie counts against). A positive mean that is not clear is "does NOT
+    clearly beat", so the verb alone never claims a win the numbers do not carry.
     """
     gains = [a - b for a, b in zip(mine, other, strict=True)]
     mean = statistics.mean(gains)
     videos = [round(g * n_test) for g in gains]
     mean_videos = round(mean * n_test, 1) if n_test else 100 * mean
-    word = "beats" if mean_videos > 0 else "does NOT beat"
     noise = ""
     if n_test and abs(mean_videos) <= 2:
         noise = "; within 2 test videos, so not a clear difference"
     elif n_test and any(v * mean_videos <= 0 for v in videos):
         noise = "; not every seed agrees, so not a clear difference"
+    word = "does NOT beat" if mean_videos <= 0 else ("does NOT clearly beat" if noise else "beats")
     if len(gains) == 1:
         return word, (f"{_pct(mine[0])} vs {_pct(other[0])}, {100 * mean:+.1f} points = {videos[0]:+d} "
                       f"test videos{noise}")

@@ -63,10 +63,13 @@ def sample_clip_indices(
     return a, b
 
 
-def clip_transforms(crop: int) -> tuple[Transform, Transform]:
-    """DualVar's crop-only and full per-clip transforms (METHODS.md §3(a)), both clip-consistent."""
-    # The code wraps ColorJitter(p=0.8) in RandomApply(p=0.8): a clip is jittered with p=0.64. No flip.
-    full = AugmentSpec(crop=crop, jitter=(0.8, 0.8, 0.8, 0.2), jitter_p=0.64, blur_p=0.5)
+def clip_transforms(crop: int, p: DualVarParams | None = None) -> tuple[Transform, Transform]:
+    """DualVar's crop-only and full per-clip transforms (METHODS.md §3(a)), both clip-consistent.
+
+    The full one jitters and blurs as ``p`` says; the defaults are the code's (no flip).
+    """
+    p = p or DualVarParams()
+    full = AugmentSpec(crop=crop, jitter=tuple(p.jitter), jitter_p=p.jitter_p, blur_p=p.blur_p)
     return partial(augment_clip, spec=AugmentSpec(crop=crop)), partial(augment_clip, spec=full)
 
 
@@ -206,13 +209,14 @@ class DualVar(Method):
 
     @classmethod
     def from_config(cls, backbone: nn.Module, cfg: "Params", *, n_samples: int) -> "DualVar":
-        p = _params(cfg).model_dump(exclude={"ds", "rand_flip", "crop_only_p"})  # those are the dataset's
+        dataset_keys = {"ds", "rand_flip", "crop_only_p", "jitter", "jitter_p", "blur_p"}
+        p = _params(cfg).model_dump(exclude=dataset_keys)
         return cls(backbone, seed=cfg.seed, **p)
 
     @classmethod
     def make_dataset(cls, records: Sequence[VideoRecord], spec: ClipSpec, cfg: "Params") -> DualVarDataset:
         p = _params(cfg)
-        light, full = clip_transforms(spec.crop)
+        light, full = clip_transforms(spec.crop, p)
         return DualVarDataset(records, spec, stride=p.ds, rand_flip=p.rand_flip, crop_only_p=p.crop_only_p,
                               light=light, full=full)
 

@@ -58,15 +58,16 @@ def split_clips(video: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.T
     return video[:, :frames], video[:, frames:], video[:, ::2]
 
 
-def mlfo_augment_spec(crop: int) -> AugmentSpec:
+def mlfo_augment_spec(crop: int, flip: bool = True) -> AugmentSpec:
     """MLFO's per-clip augmentation: RandomResizedCrop (area 0.5–1, aspect 3/4–4/3) and flip consistent within
     the clip; then, each frame on its own, a random RGB channel copied to all three with p = 0.5 (its RandomGray)
-    followed by ColorJitter(0.5, 0.5, 0.5, 0.25) always (its train.py order; both ``consistent=False``)."""
+    followed by ColorJitter(0.5, 0.5, 0.5, 0.25) always (its train.py order; both ``consistent=False``).
+    ``flip=False`` drops the flip (``MLFOParams.flip``)."""
     return AugmentSpec(
         crop=crop,
         scale=(0.5, 1.0),
         ratio=(3 / 4, 4 / 3),
-        flip=True,
+        flip=flip,
         jitter=(0.5, 0.5, 0.5, 0.25),
         jitter_p=1.0,
         grayscale_p=0.5,
@@ -83,11 +84,12 @@ class MLFODataset(ClipDataset):
     """
 
     def __init__(
-        self, records: Sequence[VideoRecord], spec: ClipSpec, *, rate: float = 3.0, min_rate: float = 1.0
+        self, records: Sequence[VideoRecord], spec: ClipSpec, *, rate: float = 3.0, min_rate: float = 1.0,
+        flip: bool = True,
     ) -> None:
         super().__init__(records, spec)
         self.rate, self.min_rate = rate, min_rate
-        self.augment_spec = mlfo_augment_spec(spec.crop)
+        self.augment_spec = mlfo_augment_spec(spec.crop, flip)
 
     def _augment(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         return augment_clip(clip, self.augment_spec, rng).contiguous()
@@ -226,7 +228,7 @@ class MLFO(Method):
     @classmethod
     def make_dataset(cls, records: Sequence[VideoRecord], spec: ClipSpec, cfg: Params) -> MLFODataset:
         p = getattr(cfg.pretrain, "mlfo", None) or MLFOParams()
-        return MLFODataset(records, spec, rate=p.rate, min_rate=p.min_rate)
+        return MLFODataset(records, spec, rate=p.rate, min_rate=p.min_rate, flip=p.flip)
 
     def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-level step sequences of N stacked clips: high N×C×2; mid, low 2N×C×{4, 8} (originals first,

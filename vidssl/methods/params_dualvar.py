@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from vidssl.params_base import Section
 
@@ -22,6 +22,10 @@ class DualVarParams(Section):
         ds: temporal stride of the three clips (frames per clip come from ``clip.frames``).
         rand_flip: reverse the frame order of clips A and B (and so C) together with p=0.5.
         crop_only_p: probability that clip A gets the crop-only transform instead of the full one.
+        jitter: ColorJitter strengths of the full transform (brightness, contrast, saturation, hue).
+        jitter_p: probability that a clip is jittered; the code wraps ColorJitter(p=0.8) in RandomApply(p=0.8),
+            so 0.64.
+        blur_p: probability of the full transform's Gaussian blur (σ in [0.1, 2]).
         dim: clip-head embedding size.
         n_series: S, the number of series vectors (and of segments clip C is cut into for L_rank).
         series_dim: size of each series vector.
@@ -42,6 +46,9 @@ class DualVarParams(Section):
     ds: int = Field(4, ge=1)
     rand_flip: bool = True
     crop_only_p: float = Field(0.2, ge=0, le=1)
+    jitter: list[float] = Field(default_factory=lambda: [0.8, 0.8, 0.8, 0.2])
+    jitter_p: float = Field(0.64, ge=0, le=1)
+    blur_p: float = Field(0.5, ge=0, le=1)
     dim: int = Field(128, ge=1)
     n_series: int = Field(2, ge=2)
     series_dim: int = Field(64, ge=1)
@@ -52,3 +59,12 @@ class DualVarParams(Section):
     rank_clamp: Literal["core", "off"] | float = "core"
     queue_size: int = Field(16384, ge=1)
     moco_m: float = Field(0.999, ge=0, le=1)
+
+    @field_validator("jitter")
+    @classmethod
+    def _jitter_range(cls, v: list[float]) -> list[float]:
+        if len(v) != 4 or min(v) < 0 or v[3] > 0.5:
+            raise ValueError(
+                f"jitter {v}: give 4 strengths (brightness, contrast, saturation, hue), each >= 0, hue at most 0.5"
+            )
+        return v

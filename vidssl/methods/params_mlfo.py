@@ -21,6 +21,9 @@ class MLFOParams(Section):
     Attributes:
         rate: upper bound of the sampling rate r ~ U[min_rate, min(rate, F / 2T)] (official ``--rate``).
         min_rate: lower bound of that rate (1 in MLFO; a demo with a coarser clip stride can raise it).
+        flip: horizontal flip (p = 0.5, consistent within a clip), as MLFO's code does. Turn it off where a
+            mirror image is another class (left/right or clockwise/anticlockwise motion, as in MotionShapes or
+            Something-Something): there a flipped positive asks for the invariance its reversed negatives forbid.
         cluster: number of prototypes K (``--cluster``; 200 for UCF101, 1000 for K400).
         split: epoch from which the graph constraint is added (``--split``).
         thres: G_ins entries below this are zeroed (``--thres``).
@@ -45,6 +48,7 @@ class MLFOParams(Section):
 
     rate: float = Field(3.0, ge=1)
     min_rate: float = Field(1.0, ge=1)
+    flip: bool = True
     cluster: int = Field(200, ge=2)
     split: int = Field(50, ge=0)
     thres: float = Field(0.05, ge=0, lt=1)
