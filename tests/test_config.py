@@ -33,6 +33,10 @@ def test_repo_params_parse_and_cover_every_field() -> None:
         ({"synth": {"background_bias": "yes"}}, "synth.background_bias"),
         ({"pretrain": {"lr": -1.0}}, "pretrain.lr"),
         ({"retrieve": {"topk": [1, "x"]}}, "retrieve.topk.1"),
+        # one jitter check for every section that has one: 4 strengths, none negative, hue at most 0.5
+        ({"pretrain": {"dualvar": {"jitter": [0.8, 0.8, 0.8, 0.6]}}}, "pretrain.dualvar.jitter: Value error, jitter"),
+        ({"pretrain": {"be": {"jitter": [0.5, 0.5]}}}, "pretrain.be.jitter: Value error, jitter [0.5, 0.5]: give 4"),
+        ({"pretrain": {"moco": {"jitter": [-1.0, 0.0, 0.0, 0.0]}}}, "pretrain.moco.jitter: Value error"),
     ],
 )
 def test_bad_params_name_the_key(raw: dict, key: str) -> None:

@@ -137,12 +137,6 @@ def test_colour_params_reach_the_full_transform(tmp_path: Path) -> None:
         assert not all(v % 10 == 0 for v in torch.cat([b, c]).flatten().unique().tolist())
 
 
-@pytest.mark.parametrize("jitter", [[0.8, 0.8, 0.8], [0.8, 0.8, 0.8, 0.6], [-0.1, 0.8, 0.8, 0.2]])
-def test_bad_jitter_is_refused_with_its_value(jitter: list[float]) -> None:
-    with pytest.raises(ValidationError, match="jitter"):
-        DualVarParams(jitter=jitter)
-
-
 # ---------------------------------------------------------------- segment shuffle and series head
 
 

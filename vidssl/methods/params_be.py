@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from vidssl.params_base import Section
+from vidssl.params_base import Jitter, Section
 
 
 class BEParams(Section):
@@ -36,7 +36,7 @@ class BEParams(Section):
     start_window: int = Field(32, ge=0)
     # clip-consistent augmentation: rotation ±10°, crop, ColorJitter(0.5, 0.5, 0.25, 0.5) always applied
     rotate: float = Field(10.0, ge=0)
-    jitter: list[float] = Field([0.5, 0.5, 0.25, 0.5], min_length=4, max_length=4)
+    jitter: Jitter = Field(default_factory=lambda: [0.5, 0.5, 0.25, 0.5])
     jitter_p: float = Field(1.0, ge=0, le=1)
     # consistency variant
     pretext: str = "vcop"

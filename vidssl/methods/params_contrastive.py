@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from vidssl.params_base import Section
+from vidssl.params_base import Jitter, Section
 
 
 class ContrastiveParams(Section):
@@ -40,17 +40,13 @@ class ContrastiveParams(Section):
     # per-clip augmentation (vidssl.data.augment.AugmentSpec); DualVar's recipe by default
     scale: list[float] | None = None  # RandomResizedCrop area range, None = plain random crop
     flip: bool = False
-    jitter: list[float] | None = Field(default_factory=lambda: [0.8, 0.8, 0.8, 0.2])
+    jitter: Jitter | None = Field(default_factory=lambda: [0.8, 0.8, 0.8, 0.2])
     jitter_p: float = Field(0.8, ge=0, le=1)
     grayscale_p: float = Field(0.0, ge=0, le=1)
     blur_p: float = Field(0.5, ge=0, le=1)
 
     @model_validator(mode="after")
     def _lengths(self) -> ContrastiveParams:
-        if self.jitter is not None and len(self.jitter) != 4:
-            raise ValueError(
-                f"jitter needs 4 values (brightness, contrast, saturation, hue), got {self.jitter}"
-            )
         if self.scale is not None and len(self.scale) != 2:
             raise ValueError(f"scale needs 2 values (min, max area fraction), got {self.scale}")
         return self

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from vidssl.params_base import Section
+from vidssl.params_base import Jitter, Section
 
 
 class DualVarParams(Section):
@@ -46,7 +46,7 @@ class DualVarParams(Section):
     ds: int = Field(4, ge=1)
     rand_flip: bool = True
     crop_only_p: float = Field(0.2, ge=0, le=1)
-    jitter: list[float] = Field(default_factory=lambda: [0.8, 0.8, 0.8, 0.2])
+    jitter: Jitter = Field(default_factory=lambda: [0.8, 0.8, 0.8, 0.2])
     jitter_p: float = Field(0.64, ge=0, le=1)
     blur_p: float = Field(0.5, ge=0, le=1)
     dim: int = Field(128, ge=1)
@@ -59,12 +59,3 @@ class DualVarParams(Section):
     rank_clamp: Literal["core", "off"] | float = "core"
     queue_size: int = Field(16384, ge=1)
     moco_m: float = Field(0.999, ge=0, le=1)
-
-    @field_validator("jitter")
-    @classmethod
-    def _jitter_range(cls, v: list[float]) -> list[float]:
-        if len(v) != 4 or min(v) < 0 or v[3] > 0.5:
-            raise ValueError(
-                f"jitter {v}: give 4 strengths (brightness, contrast, saturation, hue), each >= 0, hue at most 0.5"
-            )
-        return v
