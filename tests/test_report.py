@@ -64,12 +64,16 @@ def test_a_bad_override_is_named_before_any_training(tiny_lists: Path, tmp_path:
 
 
 def test_verdicts_say_plainly_when_a_seed_method_loses() -> None:
-    rows = [_row(RANDOM_INIT, 0.20, kind="reference"), _row("cmc", 0.40, kind="baseline"),
-            _row("iic", 0.30, baseline="cmc"), _row("be", 0.10, baseline="moco")]
+    rows = [_row(RANDOM_INIT, 0.20, kind="reference", ft=0.20), _row("cmc", 0.40, kind="baseline", ft=0.50),
+            _row("iic", 0.30, baseline="cmc", ft=0.45), _row("be", 0.10, baseline="moco", ft=0.30)]
     text = "\n".join(verdicts(rows, n_test=60))
-    assert "**iic** beats random init on retrieval top-1 (30.0 vs 20.0, +10.0 points = +6 test videos)" in text
-    assert "does NOT beat its own baseline cmc on retrieval top-1 (30.0 vs 40.0, -10.0 points = -6 test videos)" in text
-    assert "**be** does NOT beat random init on retrieval top-1 (10.0 vs 20.0, -10.0 points" in text
+    assert ("**iic** beats random init on retrieval top-1 (30.0 vs 20.0, +10.0 points = +6 test videos); on "
+            "fine-tune accuracy it beats it (45.0 vs 20.0, +25.0 points = +15 test videos).") in text
+    assert ("does NOT beat its own baseline cmc on retrieval top-1 (30.0 vs 40.0, -10.0 points = -6 test videos); "
+            "on fine-tune accuracy it does NOT beat it (45.0 vs 50.0, -5.0 points = -3 test videos).") in text
+    # The two measures are judged apart: frozen features can lose while the weights fine-tune better.
+    assert ("**be** does NOT beat random init on retrieval top-1 (10.0 vs 20.0, -10.0 points = -6 test videos); "
+            "on fine-tune accuracy it beats it (30.0 vs 20.0, +10.0 points = +6 test videos).") in text
     assert "not a clear difference" not in text
     # A gain of one or two test videos is reported, but flagged as within noise.
     close = "\n".join(verdicts([rows[0], _row("iic", 0.20 + 2 / 60)], n_test=60))
@@ -77,7 +81,7 @@ def test_verdicts_say_plainly_when_a_seed_method_loses() -> None:
             "videos; within 2 test") in close
     assert "its own baseline moco" not in text  # moco was not run, so no comparison is claimed
     table = methods_table(rows)
-    assert "| random init | reference | 20.0 | 40.0 | 50.0 | – | 1 |" in table
+    assert "| random init | reference | 20.0 | 40.0 | 20.0 | – | 1 |" in table
 
 
 def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: Path,
@@ -142,7 +146,9 @@ def test_several_seeds_give_mean_sd_and_paired_verdicts() -> None:
     text = "\n".join(verdicts(rows, n_test=60))
     # Paired per seed: +20 and +30 points = +12 and +18 videos, mean 25 points = 15 videos.
     assert ("**iic** beats random init on retrieval top-1 (mean of 2 seeds 40.0 vs 15.0, +25.0 points = "
-            "+15.0 test videos; per seed +12, +18); fine-tune 50.0 ± 0.0 vs 50.0 ± 0.0.") in text
+            "+15.0 test videos; per seed +12, +18); on fine-tune accuracy it does NOT beat it (mean of 2 seeds "
+            "50.0 vs 50.0, +0.0 points = +0.0 test videos; per seed +0, +0; within 2 test videos, so not a clear "
+            "difference).") in text
     assert "beats its own baseline cmc on retrieval top-1 (mean of 2 seeds 40.0 vs 20.0" in text
     # sample sd of 0.30 and 0.50 is 0.1414 -> 14.1 points
     assert "| iic | seed | 40.0 ± 14.1 | 60.0 ± 14.1 | 50.0 ± 0.0 | – | 1 |" in methods_table(rows)
