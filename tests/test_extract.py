@@ -277,3 +277,22 @@ def test_split_jpegs_rejects_garbage() -> None:
                                              (25, 20.0), (100, 1.0), (1, 31.0)])
 def test_quality_maps_to_libjpeg_equivalent_qscale(quality: int, qscale: float) -> None:
     assert quality_to_qscale(quality) == pytest.approx(qscale)
+
+
+def test_same_videos_give_a_byte_identical_store(tmp_path: Path) -> None:
+    """The DVC hash of data/frames must not change when identical frames are extracted again."""
+    make_clip(tmp_path / "src/a/one.mp4")
+    make_clip(tmp_path / "src/b/two.mp4", size="32x32")
+    stores = []
+    out = tmp_path / "out"
+    for timestamp in [(2001, 2, 3, 4, 5, 6), (2030, 7, 8, 9, 10, 12)]:
+        shutil.rmtree(out, ignore_errors=True)
+        # a different wall clock per run: a pack must not record when it was written
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("time.localtime", lambda *_a, ts=timestamp: (*ts, 0, 1, -1))
+            rep = extract_videos(tmp_path / "src", out, short_side=0, progress=False, timings=False)
+        assert rep["counts"]["extracted"] == 2 and all("seconds" in v for v in rep["videos"])
+        stores.append({p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert sorted(stores[0]) == ["a/one.zip", "b/two.zip", "extract.json"]
+    assert stores[0] == stores[1]
+    assert "seconds" not in stores[0]["extract.json"].decode()

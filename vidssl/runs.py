@@ -27,12 +27,13 @@ def run_synth(cfg: Params, out: Path, workers: int = 2) -> dict[str, Any]:
                     appearances=s.appearances, workers=workers)
 
 
-def run_extract(cfg: Params, src: Path, out: Path, report: Path, reset_on_change: bool = False) -> dict[str, Any]:
+def run_extract(cfg: Params, src: Path, out: Path, report: Path, reset_on_change: bool = False,
+                timings: bool = True) -> dict[str, Any]:
     from vidssl.data.extract import extract_videos
 
     e = cfg.extract
     return extract_videos(src, out, short_side=e.short_side, fps=e.fps, workers=e.workers, quality=e.quality,
-                          report=report, reset_on_change=reset_on_change)
+                          report=report, reset_on_change=reset_on_change, timings=timings)
 
 
 def run_lists(cfg: Params, frames: Path, split_dir: Path, out: Path) -> dict[str, Any]:

@@ -140,7 +140,7 @@ def _check_resume(report: Path, out: Path, params: dict[str, Any], reset: bool =
 
 def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 0.0, workers: int = 2,
                    quality: int = 90, report: Path | None = None, progress: bool = True,
-                   reset_on_change: bool = False) -> dict:
+                   reset_on_change: bool = False, timings: bool = True) -> dict:
     """Decode every video under ``src`` into frame packs under ``out``; resumable and fault tolerant.
 
     Args:
@@ -154,6 +154,9 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
         reset_on_change: when ``out`` holds packs made with other output params, delete them and
             extract again instead of raising (the DVC stage does this: a params change means re-extract).
         report: where the JSON report goes (atomic write); default ``out/extract.json``.
+        timings: keep each video's decode ``seconds`` in the written report. The DVC stage turns this off
+            for the manifest inside the store, so that extracting the same videos again gives a
+            byte-identical store (and so the same DVC hash); the returned report always has them.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -194,9 +197,13 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
     videos = [records[k] for k in sorted(records)]
     counts = {s: sum(r["status"] == s for r in videos) for s in ("extracted", "skipped", "quarantined")}
     result = {"src": str(src), "out": str(out), "params": params, "counts": counts, "videos": videos}
-    write_json(report, result)
+    write_json(report, result if timings else _without_timings(result))
     log.info("extract: %s -> %s: %s", src, out, counts)
     return result
+
+
+def _without_timings(result: dict[str, Any]) -> dict[str, Any]:
+    return {**result, "videos": [{k: v for k, v in r.items() if k != "seconds"} for r in result["videos"]]}
 
 
 def _dedupe(items: list[VideoInput]) -> dict[str, dict[str, Any]]:

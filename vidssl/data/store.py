@@ -41,10 +41,18 @@ def write_pack(path: str | os.PathLike[str], frames: Iterable[np.ndarray | bytes
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for n, frame in enumerate(frames, start=1):
                 data = frame if isinstance(frame, bytes) else encode_jpeg(frame, quality)
-                zf.writestr(frame_name(n - 1), data)
+                zf.writestr(_entry(frame_name(n - 1)), data)
         if n == 0:
             raise ValueError(f"{path}: no frames to write")
     return n
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    """A member header with a fixed timestamp: a string name would stamp the wall clock into every pack,
+    so extracting the same frames twice would give different bytes (and a new DVC hash downstream)."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.external_attr = 0o644 << 16
+    return info
 
 
 def pack_jpeg_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> int:
