@@ -226,3 +226,69 @@ def test_mlfo_augmentation_greys_frames_one_by_one() -> None:
     out = augment_clip(clip, mlfo_augment_spec(24), np.random.default_rng(0))
     grey = [bool(torch.equal(out[0, i], out[1, i]) and torch.equal(out[1, i], out[2, i])) for i in range(16)]
     assert 0 < sum(grey) < 16
+
+
+def _reference_colour(x: torch.Tensor, spec: AugmentSpec, rng: np.random.Generator) -> torch.Tensor:
+    """Colour the plain way, torchvision's ColorJitter + RandomGrayscale on one (sub-)clip with Python-float
+    factors: the reference the batched per-frame path must match bit for bit."""
+    from vidssl.data.augment import _gray, _hue_shift
+
+    def grey(y: torch.Tensor) -> torch.Tensor:
+        if spec.grayscale_p > 0 and rng.random() < spec.grayscale_p:
+            one = _gray(y) if spec.gray == "luma" else y[int(rng.integers(0, 3))].unsqueeze(0)
+            y = one.expand(3, -1, -1, -1).clone()
+        return y
+
+    if spec.gray_first:
+        x = grey(x)
+    if spec.jitter is not None and rng.random() < spec.jitter_p:
+        b, c, s, h = spec.jitter
+        ops = []
+        if b > 0:
+            fb = rng.uniform(max(0.0, 1 - b), 1 + b)
+            ops.append(lambda y: (y * fb).clamp(0, 1))
+        if c > 0:
+            fc = rng.uniform(max(0.0, 1 - c), 1 + c)
+            ops.append(lambda y: (fc * y + (1.0 - fc) * _gray(y).mean(dim=(2, 3), keepdim=True)).clamp(0, 1))
+        if s > 0:
+            fs = rng.uniform(max(0.0, 1 - s), 1 + s)
+            ops.append(lambda y: (fs * y + (1.0 - fs) * _gray(y)).clamp(0, 1))
+        if h > 0:
+            fh = rng.uniform(-h, h)
+            ops.append(lambda y: _hue_shift(y, fh))
+        for k in rng.permutation(len(ops)):
+            x = ops[k](x)
+    if not spec.gray_first:
+        x = grey(x)
+    return x
+
+
+SPECS_COLOUR = [
+    AugmentSpec(crop=24, jitter=(0.5, 0.5, 0.5, 0.25), jitter_p=1.0, grayscale_p=0.5, gray="channel",
+                gray_first=True, per_frame_color=True),  # MLFO's
+    AugmentSpec(crop=24, jitter=(0.8, 0.8, 0.8, 0.2), jitter_p=0.6, grayscale_p=0.3, per_frame_color=True),
+    AugmentSpec(crop=24, jitter=(0.0, 0.4, 0.0, 0.1), jitter_p=0.8, per_frame_color=True),
+    AugmentSpec(crop=24, grayscale_p=1.0, gray="channel", per_frame_color=True),
+    AugmentSpec(crop=24, jitter=(0.8, 0.8, 0.8, 0.2), jitter_p=0.8, grayscale_p=0.2),  # one draw per clip
+]
+
+
+@pytest.mark.parametrize("side", [24, 56])  # small frames are batched, larger ones go frame by frame
+@pytest.mark.parametrize("spec", SPECS_COLOUR)
+def test_colour_matches_the_plain_reference_bit_for_bit(spec: AugmentSpec, side: int) -> None:
+    from vidssl.data.augment import _SMALL_FRAME, _colour
+
+    assert (side * side <= _SMALL_FRAME) is (side == 24)
+    g = torch.Generator().manual_seed(1)
+    for seed in range(8):
+        x = torch.rand(3, 16, side, side, generator=g)
+        before = x.clone()
+        ref_rng, rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        if spec.per_frame_color:
+            ref = torch.cat([_reference_colour(x[:, i : i + 1], spec, ref_rng) for i in range(16)], dim=1)
+        else:
+            ref = _reference_colour(x, spec, ref_rng)
+        out = _colour(x, spec, rng, per_frame=spec.per_frame_color)
+        assert torch.equal(out, ref)  # the same float32 arithmetic, frames batched
+        assert rng.random() == ref_rng.random()  # the same number of draws, so later draws are unchanged
+        assert torch.equal(x, before)  # the input is not modified in place

@@ -199,6 +199,57 @@ def test_config_builds_method_and_dataset(tiny_lists) -> None:
     assert m.me_low.expand.out_channels == 16 and m.me_mid.expand.out_channels == 32  # read from the stages
 
 
+def test_seq_sets_the_pretraining_clip_length_only(tmp_path) -> None:
+    path = tmp_path / "v.zip"
+    write_pack(path, [np.zeros((40, 40, 3), dtype=np.uint8)] * 40)
+    spec, rec = ClipSpec(frames=8, resize=40, crop=32), VideoRecord("v", str(path), 40, 0)
+    for seq, frames in ((0, 8), (16, 16)):
+        cfg = Params(clip=ClipParams(frames=8, resize=40, crop=32), pretrain={"mlfo": {"seq": seq}})
+        clip1, clip2, glob = MLFO.make_dataset([rec], spec, cfg)[0][:3]
+        assert clip1.shape[1] == clip2.shape[1] == glob.shape[1] == frames
+    assert spec.frames == 8  # the shared clip (retrieval, fine-tune) is untouched
+
+
+def test_short_levels_names_the_terms_that_cannot_learn(caplog) -> None:
+    m = make_mlfo()
+    # tiny halves time at layer2, 3 and 4: 16 frames give 8 / 4 / 2 steps, exactly what the levels pool to.
+    assert m.short_levels(16) == []
+    problems = m.short_levels(8)  # 4 / 2 / 1 steps
+    assert len(problems) == 3
+    assert "layer4 has 1 time step(s)" in problems[0] and "L_fine cannot go below log(2)" in problems[0]
+    assert "L_fmid cannot go below log(2)" in problems[1] and "L_flow cannot go below log(2)" in problems[2]
+    assert all("pretrain.mlfo.seq: 16" in p for p in problems)
+    cfg = Params(clip=ClipParams(frames=8, resize=40, crop=32), pretrain={"mlfo": {"cluster": 8}})
+    with caplog.at_level("WARNING", logger="vidssl.methods.mlfo"):
+        MLFO.from_config(build_backbone("tiny", width=8), cfg, n_samples=4)
+    assert [r.getMessage() for r in caplog.records] == problems
+    caplog.clear()
+    cfg16 = Params(clip=ClipParams(frames=8, resize=40, crop=32),
+                   pretrain={"mlfo": {"cluster": 8, "seq": 16}})
+    with caplog.at_level("WARNING", logger="vidssl.methods.mlfo"):
+        MLFO.from_config(build_backbone("tiny", width=8), cfg16, n_samples=4)
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_l_fine_cannot_go_below_log2_at_one_high_step(steps: int) -> None:
+    # What short_levels warns about, shown on the loss itself: fit layer4 maps of 1 or 2 time steps (pooled to
+    # the high level's 2) straight to L_fine. With one step the global clip's two steps are copies, so the
+    # loss stops at log 2; with two it goes towards 0.
+    torch.manual_seed(0)
+    fmap = torch.randn(3 * 4, 16, steps, 2, 2, requires_grad=True)
+    opt = torch.optim.Adam([fmap], lr=0.05)
+    for _ in range(300):
+        loss = timestamp_matching_loss(*F.adaptive_avg_pool3d(fmap, (2, 1, 1)).flatten(2).split(4), 0.07)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if steps == 1:
+        assert math.log(2) - 1e-4 <= loss.item() < math.log(2) + 0.01
+    else:
+        assert loss.item() < 0.05
+
+
 def test_unknown_stage_is_refused() -> None:
     with pytest.raises(ValueError, match="no stage.*conv9.*layer2"):
         MLFO(build_backbone("tiny", width=8), params=MLFOParams(low_stage="conv9"))

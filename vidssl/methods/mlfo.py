@@ -9,6 +9,9 @@ also matches the local clips' time steps to the global clip's (timestamp matchin
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -21,12 +24,21 @@ from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, _sample_rng
 from vidssl.methods.base import Batch, Method
 from vidssl.methods.distributed import gather_with_grad
 from vidssl.methods.losses import multi_positive_info_nce
-from vidssl.methods.mlfo_heads import LevelHeads, LogitQueue, MEBlock, pool_steps, stage_channels
+from vidssl.methods.mlfo_heads import (
+    LevelHeads,
+    LogitQueue,
+    MEBlock,
+    pool_steps,
+    stage_channels,
+    stage_shapes,
+)
 from vidssl.methods.params_mlfo import MLFOParams
 from vidssl.models.heads import ProjectionHead
 
 if TYPE_CHECKING:
     from vidssl.config import Params
+
+log = logging.getLogger(__name__)
 
 # Time steps each level is pooled to (what 16-frame clips give R3D: layer4 T=2, layer3 T=4, layer2 T=8).
 HIGH_STEPS, MID_STEPS, LOW_STEPS = 2, 4, 8
@@ -223,12 +235,39 @@ class MLFO(Method):
 
     @classmethod
     def from_config(cls, backbone: torch.nn.Module, cfg: Params, *, n_samples: int) -> MLFO:
-        return cls(backbone, params=getattr(cfg.pretrain, "mlfo", None) or MLFOParams())
+        method = cls(backbone, params=getattr(cfg.pretrain, "mlfo", None) or MLFOParams())
+        for problem in method.short_levels(method.p.seq or cfg.clip.frames):
+            log.warning("%s", problem)
+        return method
 
     @classmethod
     def make_dataset(cls, records: Sequence[VideoRecord], spec: ClipSpec, cfg: Params) -> MLFODataset:
         p = getattr(cfg.pretrain, "mlfo", None) or MLFOParams()
+        if p.seq:
+            spec = dataclasses.replace(spec, frames=p.seq)
         return MLFODataset(records, spec, rate=p.rate, min_rate=p.min_rate, flip=p.flip)
+
+    def short_levels(self, frames: int) -> list[str]:
+        """One message per level whose stage gives ``frames``-frame clips fewer time steps T than the level is
+        pooled to (S): pooling repeats each step S / T times, and repeats cannot be told apart, so that
+        level's timestamp matching cannot go below log(S / T)."""
+        levels = {
+            "high": (self.high_stage, HIGH_STEPS, "L_fine"),
+            "mid": (self.p.mid_stage, MID_STEPS, "L_fmid"),
+            "low": (self.p.low_stage, LOW_STEPS, "L_flow"),
+        }
+        shapes = stage_shapes(self.backbone, [stage for stage, _, _ in levels.values()], frames=frames)
+        problems = []
+        for level, (stage, steps, term) in levels.items():
+            t = shapes[stage][1]
+            if t < steps:
+                problems.append(
+                    f"MLFO: at {frames}-frame clips {stage} has {t} time step(s), fewer than the {steps} its "
+                    f"{level} level is pooled to, so {term} cannot go below "
+                    f"log({steps // t}) = {math.log(steps // t):.3f}; "
+                    "set pretrain.mlfo.seq: 16 (MLFO's --seq) or clip.frames: 16"
+                )
+        return problems
 
     def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-level step sequences of N stacked clips: high N×C×2; mid, low 2N×C×{4, 8} (originals first,

@@ -73,17 +73,19 @@ class LevelHeads(nn.Module):
 def pool_steps(fmap: Tensor, steps: int) -> Tensor:
     """B×C×T×H×W map -> B×C×steps: adaptive average over time, global average over space.
 
-    With fewer than ``steps`` time steps (short test clips) adaptive pooling repeats steps, so every level
-    keeps the step count its heads and losses expect.
+    With fewer than ``steps`` time steps (short clips) adaptive pooling repeats steps, so every level keeps
+    the step count its heads and losses expect; in training that caps timestamp matching
+    (``MLFO.short_levels``).
     """
     return F.adaptive_avg_pool3d(fmap, (steps, 1, 1)).flatten(2)
 
 
 @torch.no_grad()
-def stage_channels(
+def stage_shapes(
     backbone: nn.Module, names: list[str], *, frames: int = 16, size: int = 32
-) -> dict[str, int]:
-    """Channels of the named stage outputs, read from one small probe forward pass (eval mode, no grad).
+) -> dict[str, tuple[int, int]]:
+    """(channels, time steps) of the named stage outputs for ``frames``-frame clips, read from one small probe
+    forward pass (eval mode, no grad).
 
     Probing instead of hard-coding 128/256/512 makes MLFO work over any backbone with ``forward_stages``
     (the tiny backbone has 32/64/128). Batch-norm statistics are untouched (eval mode) and the mode restored.
@@ -106,7 +108,12 @@ def stage_channels(
         outs = backbone.forward_stages(probe.to(param.dtype))
     finally:
         backbone.train(was_training)
-    return {n: int(outs[n].shape[1]) for n in names}
+    return {n: (int(outs[n].shape[1]), int(outs[n].shape[2])) for n in names}
+
+
+def stage_channels(backbone: nn.Module, names: list[str]) -> dict[str, int]:
+    """Channels of the named stage outputs (see :func:`stage_shapes`)."""
+    return {n: c for n, (c, _) in stage_shapes(backbone, names).items()}
 
 
 class LogitQueue(nn.Module):

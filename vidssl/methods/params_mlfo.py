@@ -19,6 +19,11 @@ class MLFOParams(Section):
     weight_decay: 1.0e-5, batch_size: 256, epochs: 300, milestones: [200], gamma: 0.1``.
 
     Attributes:
+        seq: frames per local clip (``--seq``; 16 in MLFO); 0 follows ``clip.frames``. Each level is pooled to
+            the steps R3D gives 16-frame clips (layer4 2, layer3 4, layer2 8): with fewer frames a stage has
+            fewer steps than its level pools to, and that level's timestamp matching cannot tell the repeated
+            steps apart (the tiny backbone at 8 frames gives 4 / 2 / 1 steps, so L_flow, L_fmid and L_fine
+            cannot go below log 2). Only pretraining reads it; retrieval and fine-tuning read ``clip``.
         rate: upper bound of the sampling rate r ~ U[min_rate, min(rate, F / 2T)] (official ``--rate``).
         min_rate: lower bound of that rate (1 in MLFO; a demo with a coarser clip stride can raise it).
         flip: horizontal flip (p = 0.5, consistent within a clip), as MLFO's code does. Turn it off where a
@@ -46,6 +51,7 @@ class MLFOParams(Section):
         graph_low: weight of the low graph head inside the graph loss.
     """
 
+    seq: int = Field(0, ge=0)
     rate: float = Field(3.0, ge=1)
     min_rate: float = Field(1.0, ge=1)
     flip: bool = True
