@@ -158,7 +158,11 @@ def test_io_stage_retries_failure_stops_the_flow(flows, template, tmp_path, monk
 @pytest.mark.slow
 def test_dvc_lock_contention_is_busy_not_retried(flows, template, tmp_path, monkeypatch):
     monkeypatch.setattr(flows.pipeline, "IO_RETRY_DELAY_S", 0)
-    stages = {"slow": {"cmd": "sleep 4 && cat src.txt > a.txt", "deps": ["src.txt"], "outs": ["a.txt"]},
+    # The background stage holds DVC's lock until the test releases it (at most 60 s), not for a fixed time: on
+    # a slow machine the flow below can take longer than any sleep, and the lock would be gone before it ran.
+    release = tmp_path / "release"
+    hold = f'i=0; while [ ! -f "{release}" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done'
+    stages = {"slow": {"cmd": f"{hold}; cat src.txt > a.txt", "deps": ["src.txt"], "outs": ["a.txt"]},
               "lists": {"cmd": "cat a.txt > b.txt", "deps": ["a.txt"], "outs": ["b.txt"]}}
     repo = make_project(template, tmp_path / "proj", stages, {"src.txt": "s\n"})
     other = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", "slow"], cwd=repo,
@@ -171,6 +175,7 @@ def test_dvc_lock_contention_is_busy_not_retried(flows, template, tmp_path, monk
         state = flows.pipeline.pipeline(repo=str(repo), stages=["lists"], return_state=True)
         busy_while_running = other.poll() is None
     finally:
+        release.touch()
         assert other.wait(timeout=60) == 0
     assert busy_while_running
     exc = state.result(raise_on_failure=False)
