@@ -54,6 +54,7 @@ def main() -> None:
         method = build_method(name, build_model_backbone(cfg), cfg, n_samples=len(records))
         ds = method.make_dataset(records, clip_spec(cfg), cfg)
         bs = cfg.pretrain.batch_size
+
         def fresh_loader(e: int, ds=ds, bs=bs) -> DataLoader:
             return make_loader(ds, batch_size=bs, workers=args.workers, shuffle=True, seed=e, drop_last=True)
 

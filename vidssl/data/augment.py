@@ -131,8 +131,11 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (_LUMA[0] * x[0] + _LUMA[1] * x[1] + _LUMA[2] * x[2]).unsqueeze(0)
 
 
-def _blend(a: torch.Tensor, b: torch.Tensor, factor: float) -> torch.Tensor:
-    return (factor * a + (1.0 - factor) * b).clamp_(0.0, 1.0)
+def _blend(a: torch.Tensor, b: torch.Tensor, factors: np.ndarray) -> torch.Tensor:
+    """factor·a + (1 − factor)·b per frame, clamped; both weights computed in float64, then cast (as a Python
+    float scalar would be), so a per-frame call and a batched one give the same bits."""
+    f = torch.from_numpy(factors).float().view(-1, 1, 1)
+    return (f * a + torch.from_numpy(1.0 - factors).float().view(-1, 1, 1) * b).clamp_(0.0, 1.0)
 
 
 def _hue_shift(x: torch.Tensor, shift: float) -> torch.Tensor:
@@ -225,15 +228,12 @@ def _colour_op(op: int, y: torch.Tensor, factors: np.ndarray) -> torch.Tensor:
     A factor of exactly 1 leaves a frame in [0, 1] bit for bit as it was for ops 0-2 (1·y + 0·grey, the clamp
     inside the range), which lets one call pass the frames doing something else through; not for hue, whose
     HSV round trip is not exact at shift 0."""
+    if op == 1:  # each frame's own grey mean, as torchvision applied frame by frame
+        return _blend(y, _gray(y).mean(dim=(2, 3), keepdim=True), factors)
+    if op == 2:
+        return _blend(y, _gray(y), factors)
     f = torch.from_numpy(factors).float().view(-1, 1, 1)
-    if op == 3:
-        return _hue_shift(y, f)
-    if op == 0:
-        return (y * f).clamp_(0.0, 1.0)
-    grey = _gray(y)
-    if op == 1:
-        grey = grey.mean(dim=(2, 3), keepdim=True)  # each frame's own grey mean, as per-frame torchvision
-    return (f * y + torch.from_numpy(1.0 - factors).float().view(-1, 1, 1) * grey).clamp_(0.0, 1.0)
+    return (y * f).clamp_(0.0, 1.0) if op == 0 else _hue_shift(y, f)
 
 
 def _colour(
