@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from vidssl.data.decode import DecodeError, quality_to_qscale, split_jpegs
+from vidssl.data.decode import DecodeError, ffmpeg_args, quality_to_qscale, split_jpegs
 from vidssl.data.extract import extract_videos
 from vidssl.data.store import FramePack, count_frames
 
@@ -123,7 +123,8 @@ def test_report_lists_every_input_sorted(real_run: tuple[Path, Path, dict]) -> N
     src, out, rep = real_run
     assert json.loads((out / "extract.json").read_text()) == rep
     assert [v["video"] for v in rep["videos"]] == sorted(set(REAL_CLIPS.values()) | BROKEN)
-    assert rep["params"] == {"short_side": 128, "fps": 0.0, "quality": 90, "workers": 2}
+    assert rep["params"] == {"short_side": 128, "fps": 0.0, "quality": 90, "workers": 2,
+                             "encoding": f"mjpeg-bitexact ffmpeg {imageio_ffmpeg.get_ffmpeg_version()}"}
     assert rep["src"] == str(src) and all(v["seconds"] >= 0 for v in rep["videos"])
 
 
@@ -231,6 +232,18 @@ def test_changed_params_refuse_to_mix_packs(tmp_path: Path) -> None:
     extract_videos(tmp_path / "src", tmp_path / "out", short_side=32, progress=False)
     with pytest.raises(ValueError, match="short_side"):
         extract_videos(tmp_path / "src", tmp_path / "out", short_side=16, progress=False)
+    # packs from another ffmpeg, or from before frames were encoded bit-exactly (no "encoding"), are not mixed in
+    report = tmp_path / "out/extract.json"
+    old = json.loads(report.read_text())
+    for made_by in ["mjpeg-bitexact ffmpeg 7.0.2", None]:
+        old["params"]["encoding"] = made_by
+        report.write_text(json.dumps({**old, "params": {k: v for k, v in old["params"].items() if v is not None}}))
+        with pytest.raises(ValueError, match="encoding"):
+            extract_videos(tmp_path / "src", tmp_path / "out", short_side=32, progress=False)
+    pack = tmp_path / "out/a/v.zip"
+    pack.write_bytes(b"made by an older vidssl")
+    rep = extract_videos(tmp_path / "src", tmp_path / "out", short_side=32, progress=False, reset_on_change=True)
+    assert rep["counts"]["extracted"] == 1 and count_frames(pack) == 10  # the old pack was redone
 
 
 def test_missing_or_empty_src_names_layout(tmp_path: Path) -> None:
@@ -296,3 +309,28 @@ def test_same_videos_give_a_byte_identical_store(tmp_path: Path) -> None:
     assert sorted(stores[0]) == ["a/one.zip", "b/two.zip", "extract.json"]
     assert stores[0] == stores[1]
     assert "seconds" not in stores[0]["extract.json"].decode()
+
+
+@pytest.mark.parametrize("short_side", [32, 0])
+def test_frames_do_not_depend_on_the_cpus_simd(tmp_path: Path, short_side: int) -> None:
+    """data/frames must hash the same on every machine: the same command with SIMD off gives the same bytes.
+
+    ffmpeg's scaler and MJPEG encoder pick SIMD code by CPU and their default paths round differently from C
+    (a fresh machine rewrote dvc.lock's data/frames hash); `-cpuflags 0` stands in for a CPU without them.
+    """
+    clips = {make_clip(tmp_path / "clip.mp4", size="64x48", vf="hue=s=3"): 20}  # odd scale, saturated colour
+    if (REAL / "manifest.csv").is_file():
+        clips[REAL / "ucf101/videos/Archery/v_Archery_g07_c01.avi"] = 91  # MPEG-4 part 2: its IDCT has SIMD too
+
+    def both(args: list[str]) -> tuple[bytes, bytes]:
+        return tuple(subprocess.run([args[0], *extra, *args[1:]], capture_output=True, check=True).stdout
+                     for extra in ([], ["-cpuflags", "0"]))
+
+    for clip, n_frames in clips.items():
+        simd, plain = both(ffmpeg_args(clip, short_side=short_side, fps=0, quality=90))
+        assert len(list(split_jpegs([simd]))) == n_frames
+        assert simd == plain, f"{clip.name}: frames differ with SIMD off (short_side {short_side})"
+        assert b"Lavc" not in simd  # no encoder version string in the JPEGs
+    # the control: ffmpeg's own defaults do depend on the SIMD paths, so the check above can fail
+    simd, plain = both(ffmpeg_args(next(iter(clips)), short_side=short_side, fps=0, quality=90, bitexact=False))
+    assert simd != plain

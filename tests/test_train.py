@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidssl.checkpoint import Checkpointer, load_state_dict
+from vidssl.checkpoint import Checkpointer, load_state_dict, save_state_dict
 from vidssl.config import Params, parse_params
 from vidssl.train import Classifier, build_model_backbone, finetune, load_backbone, pretrain
 
@@ -49,6 +49,15 @@ def test_checkpoints_resume_only_for_the_same_settings(tmp_path: Path) -> None:
     assert Checkpointer(tmp_path, key="abc").load() is None
 
 
+def test_same_state_saves_the_same_bytes(tmp_path: Path) -> None:
+    """DVC hashes backbone.pt and fine-tuning keys on it: the same weights must give the same file."""
+    state = {"backbone": {"w": torch.arange(6.0).view(2, 3)}, "name": "tiny"}
+    save_state_dict(tmp_path / "a" / "backbone.pt", state)
+    save_state_dict(tmp_path / "b" / "backbone.pt", state)
+    assert (tmp_path / "a/backbone.pt").read_bytes() == (tmp_path / "b/backbone.pt").read_bytes()
+    assert torch.equal(load_state_dict(tmp_path / "b/backbone.pt")["backbone"]["w"], state["backbone"]["w"])
+
+
 def test_checkpoints_refuse_pickled_code(tmp_path: Path) -> None:
     class Evil:
         def __reduce__(self):  # noqa: ANN204
@@ -81,3 +90,34 @@ def test_finetune_loads_pretrained_weights_strictly(tiny_lists: Path, tmp_path: 
 def test_too_few_videos_for_a_batch_is_a_clear_error(tiny_lists: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pretrain.batch_size"):
         pretrain(tiny_cfg(pretrain={"batch_size": 64}), tiny_lists, tmp_path / "s", tmp_path / "o")
+
+
+def test_other_frames_behind_the_same_list_start_training_again(
+    tiny_lists: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Re-extracted frames (same list files, same frame counts) must not resume a finished run on the old ones;
+    the same bytes written again (a DVC checkout, a copy) must."""
+    import zipfile
+
+    from vidssl.data.clips import read_list
+    from vidssl.data.store import write_pack
+
+    cfg = tiny_cfg(pretrain={"epochs": 1})
+    pretrain(cfg, tiny_lists, tmp_path / "pre_state", tmp_path / "pre")
+    finetune(cfg, tiny_lists, None, tmp_path / "ft_state", tmp_path / "ft")
+    pack = Path(read_list(tiny_lists / "train.csv")[0].frames_path)
+    with zipfile.ZipFile(pack) as zf:
+        frames = [zf.read(n) for n in sorted(zf.namelist())]
+
+    def run_both() -> list[str]:
+        caplog.clear()
+        with caplog.at_level("INFO", logger="vidssl.checkpoint"):
+            pretrain(cfg, tiny_lists, tmp_path / "pre_state", tmp_path / "pre")
+            finetune(cfg, tiny_lists, None, tmp_path / "ft_state", tmp_path / "ft")
+        return [r.getMessage() for r in caplog.records if "other settings" in r.getMessage()]
+
+    write_pack(pack, frames)  # the same bytes, a new file
+    assert run_both() == []
+    write_pack(pack, frames[::-1])  # same frames and size, other order: what a changed decode looks like
+    restarted = run_both()
+    assert len(restarted) == 2 and "pre_state" in restarted[0] and "ft_state" in restarted[1]

@@ -22,9 +22,14 @@ def config_key(obj: Any) -> str:
 
 
 def save_state_dict(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    """torch.save atomically, so an interrupted save never leaves a truncated checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """torch.save atomically, so an interrupted save never leaves a truncated checkpoint.
+
+    Saved through a file object: given a path, torch names the archive inside after the (random) temporary
+    file, so the same weights would give other bytes on every save, i.e. another DVC hash for
+    models/pretrain/backbone.pt and a fine-tune that cannot resume from an unchanged backbone.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:

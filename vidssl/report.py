@@ -12,7 +12,6 @@ accuracy, it says whether the method learned its own objective on held-out video
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import statistics
@@ -51,34 +50,14 @@ def method_params(cfg: Params, name: str) -> Params:
     return with_overrides(cfg, over, f"params + report.overrides.{name}")
 
 
-_DIGESTS: dict[tuple, str] = {}  # file stats -> digest: a report hashes its frames once, not once per entry
-
-
 def frames_digest(lists_dir: Path) -> str:
     """One digest of the frame packs the pretrain/train/test lists name, so a result computed on other frames
     (another synth look pool, background bias or extract size behind the same list files) is never reused."""
     from vidssl.data.clips import read_list
+    from vidssl.data.store import packs_fingerprint
 
-    paths = sorted({r.frames_path for s in ("pretrain", "train", "test") for r in read_list(lists_dir / f"{s}.csv")})
-    files = []
-    for name in map(Path, paths):
-        files += sorted(f for f in name.rglob("*") if f.is_file()) if name.is_dir() else [name]
-    stats = tuple((str(f), *_size_mtime(f)) for f in files)
-    if stats not in _DIGESTS:
-        h = hashlib.sha256()
-        for f in files:
-            h.update(f"{f}\0".encode())
-            h.update(f.read_bytes() if f.is_file() else b"missing")
-        _DIGESTS[stats] = h.hexdigest()[:16]
-    return _DIGESTS[stats]
-
-
-def _size_mtime(path: Path) -> tuple[int, int]:
-    try:
-        st = path.stat()
-    except OSError:  # a missing pack hashes as missing; the lists stage or the loader will name it
-        return (-1, -1)
-    return (st.st_size, st.st_mtime_ns)
+    return packs_fingerprint(r.frames_path for s in ("pretrain", "train", "test")
+                             for r in read_list(lists_dir / f"{s}.csv"))
 
 
 def _key(cfg: Params, lists_dir: Path, pretrained: bool) -> str:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from vidssl.checkpoint import Checkpointer, config_key, load_state_dict, save_state_dict
 from vidssl.config import Params
 from vidssl.data.clips import ClipDataset, ClipSpec, MultiClipDataset, read_list, to_float
+from vidssl.data.store import packs_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,10 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
     else:
         opt = torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=p.milestones, gamma=p.gamma)
+    # The frames too: re-extracted packs behind an unchanged list must not resume (or reuse) a finished run.
     key = config_key({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
-                      "pretrain": p.used(), "list": file_digest(list_path)})
+                      "pretrain": p.used(), "list": file_digest(list_path),
+                      "frames": packs_fingerprint(r.frames_path for r in records)})
 
     def step_epoch(epoch: int) -> dict[str, float]:
         method.train()
@@ -233,6 +236,7 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=f.epochs)
     key = config_key({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
                       "finetune": f.model_dump(), "list": file_digest(lists_dir / "train.csv"),
+                      "frames": packs_fingerprint(r.frames_path for r in train_ds.records),
                       "init": file_digest(init) if init else None})
 
     def step_epoch(epoch: int) -> dict[str, float]:

@@ -15,7 +15,21 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 STDERR_TAIL = 20
+# Bit-exact output on every CPU, so data/frames (a DVC output) hashes the same on every machine: swscale's
+# and the MJPEG encoder's SIMD paths round differently from their C code (measured: the same video's frames
+# differ with `-cpuflags 0`), so the scaler runs bitexact and the encoder uses the C integer DCT. "+bitexact"
+# on the encoder also drops the "Lavc<version>" comment from every JPEG.
+SWS_FLAGS = "bicubic+accurate_rnd+bitexact"
 _READ_CHUNK = 1 << 16
+
+
+def encoding() -> str:
+    """How frames are encoded, ffmpeg's version included: bit-exact output still changes between ffmpeg
+    releases (7.0.2 and 9.0.2 differ on every clip tried), so pyproject pins imageio-ffmpeg, and a store
+    made by another ffmpeg is re-extracted rather than mixed with new packs (vidssl.data.extract)."""
+    import imageio_ffmpeg
+
+    return f"mjpeg-bitexact ffmpeg {imageio_ffmpeg.get_ffmpeg_version()}"
 
 
 class DecodeError(RuntimeError):
@@ -32,8 +46,12 @@ def quality_to_qscale(quality: int) -> float:
     return min(31.0, max(1.0, scale * 10))
 
 
-def ffmpeg_args(path: Path, *, short_side: int, fps: float, quality: int) -> list[str]:
-    """Build the ffmpeg command that writes the frames of ``path`` as MJPEG to stdout."""
+def ffmpeg_args(path: Path, *, short_side: int, fps: float, quality: int, bitexact: bool = True) -> list[str]:
+    """Build the ffmpeg command that writes the frames of ``path`` as MJPEG to stdout.
+
+    ``bitexact=False`` lets ffmpeg pick its SIMD paths (bytes then depend on the CPU); only the benchmark
+    that measures what bit-exact output costs uses it.
+    """
     import ffmpeg  # ffmpeg-python: light, but only extraction needs it
     import imageio_ffmpeg
 
@@ -48,9 +66,11 @@ def ffmpeg_args(path: Path, *, short_side: int, fps: float, quality: int) -> lis
             "scale",
             w=f"if(lt(dar,1),{s},2*trunc({s}*dar/2+0.5))",
             h=f"if(lt(dar,1),2*trunc({s}/dar/2+0.5),{s})",
+            **({"flags": SWS_FLAGS} if bitexact else {}),
         ).filter("setsar", "1")
     out = stream.output(
         "pipe:", format="image2pipe", vcodec="mjpeg", qmin=1, threads=1,
+        **({"dct": "int", "flags": "+bitexact"} if bitexact else {}),
         # passthrough: one JPEG per decoded frame; the default (cfr) duplicates frames at pts gaps.
         **{"q:v": round(quality_to_qscale(quality), 2), "fps_mode": "passthrough"},
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidssl.data.decode import DecodeError, decode_frames
+from vidssl.data.decode import DecodeError, decode_frames, encoding
 from vidssl.data.store import PACK_SUFFIX, count_frames, pack_jpeg_folder, write_pack
 from vidssl.io import write_json
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 VIDEO_EXTS = frozenset({".avi", ".mp4", ".mkv", ".webm"})
 JPEG_EXTS = frozenset({".jpg", ".jpeg"})
 LAYOUT = "src/<class>/<video>.avi|.mp4|.mkv|.webm, or src/<class>/<video>/*.jpg for extracted frames"
-_OUTPUT_PARAMS = ("short_side", "fps", "quality")
+_OUTPUT_PARAMS = ("short_side", "fps", "quality", "encoding")
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,8 @@ def _check_resume(report: Path, out: Path, params: dict[str, Any], reset: bool =
         old = json.loads(report.read_text(encoding="utf-8")).get("params", {})
     except (OSError, ValueError):
         return
-    diff = {k: (old[k], params[k]) for k in _OUTPUT_PARAMS if k in old and old[k] != params[k]}
+    # a key the old report lacks counts as changed: packs from before it existed were made some other way
+    diff = {k: (old.get(k), params[k]) for k in _OUTPUT_PARAMS if old.get(k) != params[k]}
     if diff and reset:
         log.warning("%s: output params changed %s; removing the old packs and extracting again", out, diff)
         for pack in out.rglob(f"*{PACK_SUFFIX}"):
@@ -174,7 +175,7 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
     items = find_inputs(src)
     if not items:
         raise FileNotFoundError(f"no videos found in {src}; expected {LAYOUT}")
-    params = {"short_side": short_side, "fps": fps, "quality": quality, "workers": workers}
+    params = {"short_side": short_side, "fps": fps, "quality": quality, "encoding": encoding(), "workers": workers}
     _check_resume(report, out, params, reset_on_change)
     out.mkdir(parents=True, exist_ok=True)
     if n_stale := remove_stale_tmp(out):

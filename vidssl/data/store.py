@@ -7,6 +7,7 @@ is one open plus a few seeks, and any user can ``unzip`` a pack. Frames are name
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 from pathlib import Path
@@ -67,6 +68,25 @@ def count_frames(path: str | os.PathLike[str]) -> int:
     """Number of frames in a pack, read from the ZIP directory alone (no decoding)."""
     with zipfile.ZipFile(path) as zf:
         return sum(1 for name in zf.namelist() if name.endswith(".jpg"))
+
+
+def packs_fingerprint(paths: Iterable[str | os.PathLike[str]]) -> str:
+    """One digest of what the packs at ``paths`` hold, from their ZIP directories alone (no frame is read).
+
+    Each pack contributes its path, its size and every member's name, CRC-32 and size, so re-extracted or
+    re-rendered frames behind unchanged list files give another digest, while the same bytes give the same
+    one wherever and whenever they were written. A missing or unreadable pack hashes as such: the loader names it.
+    """
+    h = hashlib.sha256()
+    for path in sorted({str(p) for p in paths}):
+        h.update(f"{path}\0".encode())
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = [(i.filename, i.CRC, i.file_size) for i in zf.infolist()]
+            h.update(f"{os.path.getsize(path)}\0{members}\0".encode())
+        except (OSError, zipfile.BadZipFile):
+            h.update(b"unreadable\0")
+    return h.hexdigest()[:16]
 
 
 class FramePack:
