@@ -135,8 +135,9 @@ def _check_resume(report: Path, out: Path, params: dict[str, Any], reset: bool =
         for pack in out.rglob(f"*{PACK_SUFFIX}"):
             pack.unlink()
     elif diff:
-        raise ValueError(f"{report}: existing packs were made with other params (old, new): {diff}; "
-                         f"delete the output folder to re-extract, or pass the old params")
+        how = ("delete the output folder to re-extract (they come from another ffmpeg or an older vidssl)"
+               if set(diff) == {"encoding"} else "delete the output folder to re-extract, or pass the old params")
+        raise ValueError(f"{report}: existing packs were made with other params (old, new): {diff}; {how}")
 
 
 def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 0.0, workers: int = 2,
