@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import simplejpeg
 
 from vidssl.data.decode import DecodeError, ffmpeg_args, quality_to_qscale, split_jpegs
 from vidssl.data.extract import extract_videos
-from vidssl.data.store import FramePack, count_frames
+from vidssl.data.store import FramePack, count_frames, pack_source, write_pack
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 REAL = Path(os.environ.get("VIDSSL_REAL_DATA", "/work/shared/data/real"))
@@ -171,6 +172,45 @@ def test_resume_skips_done_and_redoes_missing_or_corrupt(tmp_path: Path) -> None
     assert status == {"a/one.mp4": "extracted", "a/two.mp4": "extracted", "b/three.mp4": "skipped"}
     assert count_frames(packs["a/two.mp4"]) == 10 and not stray.exists()
     assert packs["b/three.mp4"].stat().st_mtime_ns == mtimes["b/three.mp4"]
+
+
+def test_a_replaced_video_is_extracted_again_and_a_removed_one_loses_its_pack(tmp_path: Path) -> None:
+    """Resume trusts a pack only for the bytes it came from: a re-rendered dataset (new videos, same names, as
+    when data/raw changes under DVC) must not keep the old frames, and a video gone from the source leaves
+    no pack for the lists stage to pick up."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    for name in ("a/one.mp4", "a/two.mp4", "b/three.mp4"):
+        make_clip(src / name, seconds=1)
+    first = extract_videos(src, out, short_side=32, progress=False)
+    assert {v["video"]: v["source_sha256"] for v in first["videos"]} == {
+        f"{c}/{n}": hashlib.sha256((src / c / n).read_bytes()).hexdigest()
+        for c, n in (("a", "one.mp4"), ("a", "two.mp4"), ("b", "three.mp4"))}
+    old_two = (out / "a/two.zip").read_bytes()
+
+    make_clip(src / "a/two.mp4", seconds=1, vf="negate")  # same name and frame count, other pictures
+    (src / "b/three.mp4").unlink()
+    second = extract_videos(src, out, short_side=32, progress=False)
+    assert {v["video"]: v["status"] for v in second["videos"]} == {"a/one.mp4": "skipped", "a/two.mp4": "extracted"}
+    assert (out / "a/two.zip").read_bytes() != old_two
+    fresh = extract_videos(src, tmp_path / "fresh", short_side=32, progress=False)
+    assert (out / "a/two.zip").read_bytes() == (tmp_path / "fresh/a/two.zip").read_bytes()
+    assert not (out / "b/three.zip").exists() and fresh["counts"]["extracted"] == 2
+
+    # a replacement that no longer decodes is quarantined, and the frames of the old version go with it
+    (src / "a/two.mp4").write_bytes(b"not a video any more")
+    third = extract_videos(src, out, short_side=32, progress=False)
+    assert {v["video"]: v["status"] for v in third["videos"]} == {"a/one.mp4": "skipped", "a/two.mp4": "quarantined"}
+    assert not (out / "a/two.zip").exists()
+
+
+def test_packs_without_a_source_digest_are_extracted_again(tmp_path: Path) -> None:
+    """Stores written before packs carried their source's digest cannot prove which bytes they hold."""
+    make_clip(tmp_path / "src/a/one.mp4", seconds=1)
+    write_pack(tmp_path / "out/a/one.zip", [np.zeros((8, 8, 3), np.uint8)])
+    assert pack_source(tmp_path / "out/a/one.zip") is None
+    rep = extract_videos(tmp_path / "src", tmp_path / "out", short_side=32, progress=False)
+    assert rep["counts"]["extracted"] == 1 and count_frames(tmp_path / "out/a/one.zip") == 10
+    assert pack_source(tmp_path / "out/a/one.zip") == rep["videos"][0]["source_sha256"]
 
 
 def test_fps_resampling_and_native_size(tmp_path: Path) -> None:

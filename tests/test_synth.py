@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import platform
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +227,37 @@ def test_same_seed_gives_identical_bytes(tmp_path: Path, small: tuple[Path, dict
     assert a.keys() == b.keys()
     assert all(a[k] != b[k] for k in a if k.endswith(".mp4"))
     assert a["splits/trainlist01.txt"] == b["splits/trainlist01.txt"]
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the controls need x86 SIMD levels")
+def test_videos_do_not_depend_on_the_cpus_simd(tmp_path: Path) -> None:
+    """data/raw must hash the same on every machine (a fresh AVX-512 machine rewrote dvc.lock's data/raw hash).
+
+    `-cpuflags 0` stands in for a CPU without swscale's SIMD; x264 ignores it, so x264's own level is set
+    through its `asm` param: the command pins C code, and the controls show both knobs change bytes by default.
+    """
+    clip = render_video(CLASSES[3], np.random.default_rng([5, 3, 0]), 64, 16).video
+    frames = np.ascontiguousarray(clip).tobytes()
+
+    def encode(args: list[str], *, cpuflags: bool = False, x264: str | None = None) -> bytes:
+        out = tmp_path / "v.mp4"
+        if x264 is not None:
+            args = [x264 if a == synth.X264_PARAMS else a for a in args]
+            if x264 not in args:
+                at = args.index(str(out))
+                args = [*args[:at], "-x264-params", x264, *args[at:]]
+        cmd = [args[0], *(["-cpuflags", "0"] if cpuflags else []), *args[1:]]
+        subprocess.run(cmd, input=frames, capture_output=True, check=True)
+        return out.read_bytes()
+
+    args = synth.encode_args(tmp_path / "v.mp4", width=64, height=64, fps=10)
+    pinned = encode(args)
+    assert encode(args, cpuflags=True) == pinned, "swscale's SIMD changed the video"
+    # x264's SIMD stays off whatever the CPU offers: asking it to detect them changes the bytes
+    assert encode(args, x264="asm=auto") != pinned
+    # the control for swscale: without the bitexact scale filter its default path depends on the SIMD
+    loose = synth.encode_args(tmp_path / "v.mp4", width=64, height=64, fps=10, bitexact=False)
+    assert encode(loose, x264="asm=0") != encode(loose, cpuflags=True, x264="asm=0")
 
 
 def test_rerun_with_fewer_videos_removes_stale_ones(tmp_path: Path) -> None:

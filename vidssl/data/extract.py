@@ -1,6 +1,7 @@
 """Decode ``src/<class>/<video>.<ext>`` videos (or import ``src/<class>/<video>/*.jpg``) into frame packs.
 
-Parallel over videos, resumable (a pack is written atomically, so one that exists is complete) and tolerant:
+Parallel over videos, resumable (a pack is written atomically, so one that exists is complete; it carries the
+SHA-256 of its source, so a video replaced under the same name is extracted again) and tolerant:
 each video's ffmpeg run is in :mod:`vidssl.data.decode`. A non-zero ffmpeg exit or zero frames quarantines a
 video (no pack; command and stderr tail in the report).
 A damaged file that ffmpeg decodes to the end with exit 0 (e.g. a truncated AVI) keeps the frames it gave:
@@ -9,6 +10,7 @@ status "extracted", ffmpeg's error lines in ``warnings``; the validate stage can
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vidssl.data.decode import DecodeError, decode_frames, encoding
-from vidssl.data.store import PACK_SUFFIX, count_frames, pack_jpeg_folder, write_pack
+from vidssl.data.store import PACK_SUFFIX, count_frames, pack_jpeg_folder, pack_source, write_pack
 from vidssl.io import write_json
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,24 @@ def valid_pack_frames(pack: Path) -> int:
         return 0
 
 
+def source_digest(item: VideoInput) -> str:
+    """SHA-256 of an input's bytes (a folder: each JPEG's name and bytes, in name order).
+
+    Content, not size and mtime: a DVC checkout or a copy gives new mtimes to the same bytes, and a
+    re-rendered video can keep its size.
+    """
+    h = hashlib.sha256()
+    files = (sorted(p for p in item.path.iterdir() if p.suffix.lower() in JPEG_EXTS) if item.is_folder
+             else [item.path])
+    for f in files:
+        if item.is_folder:
+            h.update(f"{f.name}\0".encode())
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def remove_stale_tmp(out: Path) -> int:
     """Delete temp files a killed run left in ``out`` (``atomic_path`` names them ``.<name>.*.tmp``)."""
     stale = [p for p in out.rglob(".*.tmp") if p.is_file()]
@@ -81,28 +101,43 @@ def remove_stale_tmp(out: Path) -> int:
     return len(stale)
 
 
-def _record(item: VideoInput, status: str, n_frames: int, error: str | None = None) -> dict[str, Any]:
+def _record(item: VideoInput, status: str, n_frames: int, error: str | None = None,
+            source: str | None = None) -> dict[str, Any]:
     pack = None if status == "quarantined" else item.pack
     return {"video": item.video, "class": item.label, "video_id": item.video_id, "pack": pack,
-            "status": status, "n_frames": n_frames, "error": error, "warnings": [], "seconds": 0.0}
+            "status": status, "n_frames": n_frames, "source_sha256": source, "error": error, "warnings": [],
+            "seconds": 0.0}
 
 
 def extract_one(item: VideoInput, out: Path, *, short_side: int, fps: float, quality: int) -> dict[str, Any]:
-    """Extract (or skip, or quarantine) one input and return its report record."""
+    """Extract (or skip, or quarantine) one input and return its report record.
+
+    A pack is reused only if it is readable and was made from these very bytes; otherwise it is replaced, and
+    if the input no longer decodes the old pack is removed with it quarantined, so no stale frames stay behind.
+    """
     start = time.perf_counter()
     pack = out / item.pack
-    rec = _record(item, "skipped", valid_pack_frames(pack))
-    if rec["n_frames"] == 0:
+    try:
+        source = source_digest(item)
+    except OSError as exc:
+        source = None
+        rec = _record(item, "quarantined", 0, error=f"cannot read {item.path}: {exc}")
+    else:
+        rec = _record(item, "skipped", valid_pack_frames(pack) if pack_source(pack) == source else 0,
+                      source=source)
+    if rec["status"] == "skipped" and rec["n_frames"] == 0:
         try:
             if item.is_folder:
-                n = pack_jpeg_folder(item.path, pack)
+                n = pack_jpeg_folder(item.path, pack, source=source)
             else:
                 n = write_pack(pack, decode_frames(item.path, short_side=short_side, fps=fps,
-                                                   quality=quality, warnings=rec["warnings"]))
+                                                   quality=quality, warnings=rec["warnings"]), source=source)
             rec.update(status="extracted", n_frames=n)
         except (DecodeError, OSError, ValueError) as exc:
-            rec = _record(item, "quarantined", 0, error=str(exc))
-            log.warning("quarantined %s: %s", item.path, str(exc).splitlines()[0])
+            rec = _record(item, "quarantined", 0, error=str(exc), source=source)
+    if rec["status"] == "quarantined":
+        pack.unlink(missing_ok=True)
+        log.warning("quarantined %s: %s", item.path, rec["error"].splitlines()[0])
     rec["seconds"] = round(time.perf_counter() - start, 4)
     return rec
 
@@ -196,12 +231,24 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
     finally:  # on Ctrl-C or an error, do not start the queued videos
         pool.shutdown(wait=True, cancel_futures=True)
 
+    _remove_orphans(out, records)
     videos = [records[k] for k in sorted(records)]
     counts = {s: sum(r["status"] == s for r in videos) for s in ("extracted", "skipped", "quarantined")}
     result = {"src": str(src), "out": str(out), "params": params, "counts": counts, "videos": videos}
     write_json(report, result if timings else _without_timings(result))
     log.info("extract: %s -> %s: %s", src, out, counts)
     return result
+
+
+def _remove_orphans(out: Path, records: dict[str, dict[str, Any]]) -> None:
+    """Delete packs whose input is gone from ``src``: the store mirrors the source, and the lists stage (and
+    the store's DVC hash) would otherwise still see a removed video."""
+    keep = {r["pack"] for r in records.values() if r["pack"]}
+    orphans = sorted(p for p in out.glob(f"*/*{PACK_SUFFIX}") if p.relative_to(out).as_posix() not in keep)
+    for p in orphans:
+        p.unlink()
+    if orphans:
+        log.warning("removed %d packs whose video is no longer in the source (e.g. %s)", len(orphans), orphans[0])
 
 
 def _without_timings(result: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import simplejpeg
 from vidssl.io import atomic_path
 
 PACK_SUFFIX = ".zip"
+_SOURCE_TAG = b"vidssl source sha256 "  # ZIP comment prefix; the hex digest of the source follows
 
 
 def frame_name(index: int) -> str:
@@ -31,11 +32,13 @@ def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
     return simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality=quality, colorspace="RGB")
 
 
-def write_pack(path: str | os.PathLike[str], frames: Iterable[np.ndarray | bytes], quality: int = 90) -> int:
+def write_pack(path: str | os.PathLike[str], frames: Iterable[np.ndarray | bytes], quality: int = 90,
+               source: str | None = None) -> int:
     """Write frames (RGB arrays or ready JPEG bytes) to a pack atomically; return the frame count.
 
     The pack appears under ``path`` only once complete, so a crash never leaves a pack that a rerun
-    would take as done.
+    would take as done. ``source``, the digest of what the frames came from, goes in the ZIP comment
+    (:func:`pack_source`), so a pack says which version of its video it holds.
     """
     n = 0
     with atomic_path(path) as tmp:
@@ -43,9 +46,21 @@ def write_pack(path: str | os.PathLike[str], frames: Iterable[np.ndarray | bytes
             for n, frame in enumerate(frames, start=1):
                 data = frame if isinstance(frame, bytes) else encode_jpeg(frame, quality)
                 zf.writestr(_entry(frame_name(n - 1)), data)
+            if source is not None:
+                zf.comment = _SOURCE_TAG + source.encode("ascii")
         if n == 0:
             raise ValueError(f"{path}: no frames to write")
     return n
+
+
+def pack_source(path: str | os.PathLike[str]) -> str | None:
+    """The source digest written with a pack, or None if it has none (or is missing or unreadable)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            comment = zf.comment
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return comment[len(_SOURCE_TAG):].decode("ascii") if comment.startswith(_SOURCE_TAG) else None
 
 
 def _entry(name: str) -> zipfile.ZipInfo:
@@ -56,12 +71,12 @@ def _entry(name: str) -> zipfile.ZipInfo:
     return info
 
 
-def pack_jpeg_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> int:
+def pack_jpeg_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], source: str | None = None) -> int:
     """Import a pre-extracted folder of JPEG frames (sorted by name) as a pack, bytes copied as-is."""
     files = sorted(p for p in Path(src).iterdir() if p.suffix.lower() in {".jpg", ".jpeg"})
     if not files:
         raise FileNotFoundError(f"{src}: no .jpg frames found; expected a folder of extracted JPEG frames")
-    return write_pack(dst, (p.read_bytes() for p in files))
+    return write_pack(dst, (p.read_bytes() for p in files), source=source)
 
 
 def count_frames(path: str | os.PathLike[str]) -> int:

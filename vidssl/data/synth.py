@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -294,40 +296,65 @@ def plan_videos(n_classes: int, per_class: int) -> list[_Spec]:
     return specs
 
 
-def encode_mp4(video: np.ndarray, path: Path, fps: int) -> None:
-    """Encode (T,H,W,3) uint8 RGB frames to H.264 mp4 at ``path`` atomically and bit-exactly.
+# Bytes that are the same on every machine (dvc.lock holds data/raw's hash): swscale's RGB->YUV SIMD paths and
+# x264's assembly round differently from their C code (measured: the same frames gave four different files with
+# x264 at C / SSE4 / AVX-512 levels and swscale at its default flags), so the conversion runs in a bitexact scale
+# filter and x264 runs its C code. Costs little here: the clips are tiny.
+X264_PARAMS = "asm=0"
 
-    One x264 thread and the bitexact flags make the bytes a function of the frames alone.
+
+def encode_args(path: Path, *, width: int, height: int, fps: int, bitexact: bool = True) -> list[str]:
+    """Build the ffmpeg command that encodes raw RGB frames from stdin to H.264 mp4 at ``path``.
+
+    ``bitexact=False`` lets swscale and x264 pick their SIMD code (bytes then depend on the CPU); only the
+    test that shows why the flags are needed uses it.
     """
     import ffmpeg
     import imageio_ffmpeg
 
+    from vidssl.data.decode import SWS_FLAGS
+
+    stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
+    if bitexact:
+        # the conversion happens here, not in a scaler ffmpeg inserts itself with default flags
+        stream = stream.filter("scale", flags=SWS_FLAGS).filter("format", "yuv420p")
+    out = stream.output(
+        str(path),
+        format="mp4",
+        vcodec="libx264",
+        pix_fmt="yuv420p",
+        preset=_PRESET,
+        crf=_CRF,
+        threads=1,
+        movflags="+faststart",
+        fflags="+bitexact",
+        map_metadata=-1,
+        **{"flags:v": "+bitexact"},
+        **({"x264-params": X264_PARAMS} if bitexact else {}),
+    ).overwrite_output()
+    out = out.global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-filter_threads", "1")
+    return out.compile(cmd=imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def _ffmpeg_version() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_version()
+
+
+def encode_mp4(video: np.ndarray, path: Path, fps: int) -> None:
+    """Encode (T,H,W,3) uint8 RGB frames to H.264 mp4 at ``path`` atomically and bit-exactly.
+
+    One x264 thread, C code in x264 and swscale, and the bitexact flags make the bytes a function of the frames
+    and the ffmpeg build alone.
+    """
     _, h, w, _ = video.shape
-    stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
     with atomic_path(path) as tmp:
-        out = stream.output(
-            str(tmp),
-            format="mp4",
-            vcodec="libx264",
-            pix_fmt="yuv420p",
-            preset=_PRESET,
-            crf=_CRF,
-            threads=1,
-            movflags="+faststart",
-            fflags="+bitexact",
-            map_metadata=-1,
-            **{"flags:v": "+bitexact"},
-        ).overwrite_output()
-        try:
-            out.run(
-                cmd=imageio_ffmpeg.get_ffmpeg_exe(),
-                input=np.ascontiguousarray(video).tobytes(),
-                capture_stdout=True,
-                capture_stderr=True,
-            )
-        except ffmpeg.Error as exc:
-            cmd = " ".join(out.compile())
-            raise RuntimeError(f"ffmpeg failed writing {path}: {cmd}\n{exc.stderr.decode()[-2000:]}") from exc
+        args = encode_args(tmp, width=w, height=h, fps=fps)
+        done = subprocess.run(args, input=np.ascontiguousarray(video).tobytes(), capture_output=True)
+        if done.returncode != 0:
+            cmd = shlex.join(args)
+            raise RuntimeError(f"ffmpeg failed writing {path}: {cmd}\n{done.stderr.decode()[-2000:]}")
 
 
 def _make_video(
@@ -444,7 +471,8 @@ def generate(
         "background_bias": background_bias,
         "appearances": appearances,
         "background_families": list(FAMILIES),
-        "encoder": {"codec": "libx264", "preset": _PRESET, "crf": _CRF, "pix_fmt": "yuv420p"},
+        "encoder": {"codec": "libx264", "preset": _PRESET, "crf": _CRF, "pix_fmt": "yuv420p",
+                    "x264_params": X264_PARAMS, "ffmpeg": _ffmpeg_version()},
         "n_videos": len(rows),
         "n_train": sum(r["split"] == "train" for r in rows),
         "n_test": sum(r["split"] == "test" for r in rows),
