@@ -336,12 +336,6 @@ def encode_args(path: Path, *, width: int, height: int, fps: int, bitexact: bool
     return out.compile(cmd=imageio_ffmpeg.get_ffmpeg_exe())
 
 
-def _ffmpeg_version() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_version()
-
-
 def encode_mp4(video: np.ndarray, path: Path, fps: int) -> None:
     """Encode (T,H,W,3) uint8 RGB frames to H.264 mp4 at ``path`` atomically and bit-exactly.
 
@@ -444,6 +438,8 @@ def generate(
         ValueError: a parameter out of range (the message names it).
         RuntimeError: ffmpeg failed (the message holds the command and its stderr).
     """
+    import imageio_ffmpeg  # light; only for the version recorded in synth.json
+
     out = Path(out)
     per_class = max(4, round(videos_per_class * scale))
     _check_args(n_classes, size, frames, fps, seed, per_class, workers, appearances)
@@ -472,7 +468,7 @@ def generate(
         "appearances": appearances,
         "background_families": list(FAMILIES),
         "encoder": {"codec": "libx264", "preset": _PRESET, "crf": _CRF, "pix_fmt": "yuv420p",
-                    "x264_params": X264_PARAMS, "ffmpeg": _ffmpeg_version()},
+                    "x264_params": X264_PARAMS, "ffmpeg": imageio_ffmpeg.get_ffmpeg_version()},
         "n_videos": len(rows),
         "n_train": sum(r["split"] == "train" for r in rows),
         "n_test": sum(r["split"] == "test" for r in rows),
