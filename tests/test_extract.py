@@ -135,7 +135,15 @@ def test_quarantine_logs_a_warning_naming_the_file(tmp_path: Path, caplog: pytes
     with caplog.at_level(logging.WARNING, logger="vidssl.data.extract"):
         rep = extract_videos(tmp_path / "src", tmp_path / "out", progress=False)
     assert rep["counts"] == {"extracted": 1, "skipped": 0, "quarantined": 1}
-    assert any("quarantined" in r.message and "bad.webm" in r.message for r in caplog.records)
+    line = next(r.message for r in caplog.records if "bad.webm" in r.message)
+    # The one log line says why (ffmpeg's own last error line), not just an exit code and a command.
+    assert line.startswith("quarantined") and "Invalid data found when processing input" in line
+    assert "command:" not in line
+    error = rep["videos"][0]["error"]  # the report keeps the full story: reason, command, stderr
+    assert error.splitlines()[0] == line.split(": ", 1)[1]
+    assert "\ncommand: " in error and "bad.webm" in error
+    summary = caplog.records[-1].message
+    assert "1 video(s) quarantined" in summary and str(tmp_path / "out" / "extract.json") in summary
 
 
 @needs_real

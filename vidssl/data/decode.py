@@ -125,7 +125,8 @@ def decode_frames(
     """Yield JPEG frames of ``path`` from one ffmpeg process; appends ffmpeg's error lines to ``warnings``.
 
     Raises:
-        DecodeError: ffmpeg exited non-zero or decoded no frames (message: command + stderr tail).
+        DecodeError: ffmpeg exited non-zero or decoded no frames. The message's first line is the exit status
+            and ffmpeg's last error line; the command and the stderr tail follow.
     """
     args = ffmpeg_args(path, short_side=short_side, fps=fps, quality=quality)
     # stderr goes to a file, not a pipe: a long error log can then never block ffmpeg while we read stdout.
@@ -147,6 +148,9 @@ def decode_frames(
         lines = err.read().decode("utf-8", "replace").splitlines()
     if rc != 0 or n == 0:
         why = f"ffmpeg exited with code {rc}" if rc != 0 else "ffmpeg decoded 0 frames"
-        tail = "\n".join(lines[-STDERR_TAIL:])
-        raise DecodeError(f"{why}; command: {shlex.join(args)}\n{tail}")
+        tail = lines[-STDERR_TAIL:]
+        # ffmpeg's last error line is its reason ("... Invalid data found when processing input"); it leads the
+        # message so that a one-line log says why, and the command and the rest of stderr follow.
+        reason = next((line.strip() for line in reversed(tail) if line.strip()), "no error output")
+        raise DecodeError(f"{why}: {reason}\ncommand: {shlex.join(args)}\n" + "\n".join(tail))
     warnings.extend(lines[-STDERR_TAIL:])

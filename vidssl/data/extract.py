@@ -237,6 +237,12 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
     result = {"src": str(src), "out": str(out), "params": params, "counts": counts, "videos": videos}
     write_json(report, result if timings else _without_timings(result))
     log.info("extract: %s -> %s: %s", src, out, counts)
+    if counts["quarantined"]:
+        log.warning(
+            "%d video(s) quarantined and left out of %s; each one's error, ffmpeg command and output are in %s. "
+            "Replace or re-encode them and run extract again: the other videos' frames are reused.",
+            counts["quarantined"], out, report,
+        )
     return result
 
 
