@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Messages already logged by this process: one report entry builds MLFO for pretraining, probes and retrieval,
+# and the same warning four times over reads like four problems.
+_warned: set[str] = set()
+
 # Time steps each level is pooled to (what 16-frame clips give R3D: layer4 T=2, layer3 T=4, layer2 T=8).
 HIGH_STEPS, MID_STEPS, LOW_STEPS = 2, 4, 8
 
@@ -237,7 +241,9 @@ class MLFO(Method):
     def from_config(cls, backbone: torch.nn.Module, cfg: Params, *, n_samples: int) -> MLFO:
         method = cls(backbone, params=getattr(cfg.pretrain, "mlfo", None) or MLFOParams())
         for problem in method.short_levels(method.p.seq or cfg.clip.frames):
-            log.warning("%s", problem)
+            if problem not in _warned:
+                _warned.add(problem)
+                log.warning("%s", problem)
         return method
 
     @classmethod
