@@ -48,7 +48,13 @@ def heldout_probes(cfg: Params, lists_dir: Path, state: Path | None, *, passes: 
     if not method.probes:
         return {}
     if state is not None:
-        method.load_state_dict(load_state_dict(state)["method"])
+        # The weights, not the generator states (`_extra_state`): random init and the trained method are then
+        # probed with the same draws, a paired comparison.
+        weights = {k: v for k, v in load_state_dict(state)["method"].items() if not k.endswith("_extra_state")}
+        missing, unexpected = method.load_state_dict(weights, strict=False)
+        if [k for k in missing if not k.endswith("_extra_state")] or unexpected:
+            raise ValueError(f"{state}: not a checkpoint of this method's settings (missing {missing}, "
+                             f"unexpected {unexpected}); pretrain it again")
     test = read_list(Path(lists_dir) / "test.csv")
     batch_size = min(cfg.pretrain.batch_size, len(test))
     if batch_size < 2:

@@ -56,20 +56,26 @@ def _metrics_only(summary: dict[str, Any]) -> dict[str, Any]:
 
 def run_pretrain(cfg: Params, lists_dir: Path, out_dir: Path, state_dir: Path, metrics: Path,
                  plots: Path) -> dict[str, Any]:
+    from vidssl import ddp
     from vidssl.plots import plot_curves
     from vidssl.tracking import stage_run
     from vidssl.train import pretrain
 
     params = flatten({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
                       "pretrain": cfg.pretrain.model_dump()})
-    with stage_run("pretrain", params) as tracker:
-        summary = pretrain(cfg, lists_dir, state_dir, out_dir, tracker)
-        loss_keys = [k for k in summary["history"][0] if k.startswith("loss")]
-        plot = plot_curves(summary["history"], loss_keys, plots / "pretrain_loss.png", "pretraining loss")
-        write_json(metrics, _metrics_only(summary))
-        for path in (plot, out_dir / "backbone.pt", metrics):
-            tracker.log_artifact(path)
-    return summary
+    try:
+        if not ddp.setup().main:  # under torchrun the other ranks train alongside rank 0 and write nothing
+            return pretrain(cfg, lists_dir, state_dir, out_dir)
+        with stage_run("pretrain", params) as tracker:
+            summary = pretrain(cfg, lists_dir, state_dir, out_dir, tracker)
+            loss_keys = [k for k in summary["history"][0] if k.startswith("loss")]
+            plot = plot_curves(summary["history"], loss_keys, plots / "pretrain_loss.png", "pretraining loss")
+            write_json(metrics, _metrics_only(summary))
+            for path in (plot, out_dir / "backbone.pt", metrics):
+                tracker.log_artifact(path)
+        return summary
+    finally:
+        ddp.teardown()
 
 
 def run_finetune(cfg: Params, lists_dir: Path, init: Path | None, out_dir: Path, state_dir: Path,
@@ -111,11 +117,13 @@ class Prefixed:
 
 def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, features: Path) -> dict[str, float]:
     """Retrieval top-k of one backbone (``weights`` None = random init with the pretraining seed)."""
+    from vidssl import ddp
     from vidssl.data.clips import read_list
     from vidssl.eval import center, save_features, topk_retrieval, video_features
     from vidssl.methods.registry import build_method
     from vidssl.train import build_model_backbone, clip_spec, device, load_backbone, seed_all
 
+    ddp.require_single_process("retrieve")
     seed_all(cfg.seed)  # the same seed as pretraining, so random init is the pretraining's starting point
     backbone = build_model_backbone(cfg)
     if weights is not None:

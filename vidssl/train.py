@@ -92,9 +92,11 @@ def epoch_seconds(history: list[dict[str, float]]) -> float:
 
 def run_epochs(
     *, epochs: int, ckpt: Checkpointer, modules: dict[str, Any], step_epoch: Callable[[int], dict[str, float]],
-    tracker: Tracker,
+    tracker: Tracker, main: bool = True,
 ) -> list[dict[str, float]]:
-    """Run epochs from the last checkpoint on; save all ``modules`` state after every epoch."""
+    """Run epochs from the last checkpoint on; save all ``modules`` state after every epoch.
+
+    ``main=False`` (data-parallel ranks other than 0) resumes and trains alike but neither logs nor saves."""
     history: list[dict[str, float]] = []
     start = 0
     state = ckpt.load()
@@ -102,15 +104,23 @@ def run_epochs(
         for name, module in modules.items():
             module.load_state_dict(state[name])
         history, start = list(state["history"]), int(state["epoch"])
+        if "rng" in state:  # in-process draws (augmentation with no loader workers) continue where they were
+            torch.set_rng_state(state["rng"])
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["rng_cuda"])
         log.info("resuming from %s at epoch %d", ckpt.path, start)
     for epoch in range(start, epochs):
         t0 = time.time()
         metrics = step_epoch(epoch)
         metrics["epoch_seconds"] = time.time() - t0
         history.append(metrics)
+        if not main:
+            continue
         tracker.log_metrics(metrics, step=epoch)
         log.info("epoch %d/%d %s", epoch + 1, epochs, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        ckpt.save(epoch + 1, history=history, **{n: m.state_dict() for n, m in modules.items()})
+        rng = {"rng": torch.get_rng_state()} | ({"rng_cuda": torch.cuda.get_rng_state()}
+                                                 if torch.cuda.is_available() else {})
+        ckpt.save(epoch + 1, history=history, **rng, **{n: m.state_dict() for n, m in modules.items()})
     return history
 
 
@@ -121,19 +131,26 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
              tracker: Tracker | None = None) -> dict[str, Any]:
     """Self-supervised pretraining of ``cfg.model.backbone`` with ``cfg.pretrain.method``.
 
-    Writes ``out_dir/backbone.pt`` and returns summary metrics; resumes from ``persist_dir/last.pt``.
+    Writes ``out_dir/backbone.pt`` and returns summary metrics; resumes from ``persist_dir/last.pt``. Under
+    torchrun it trains data-parallel (``vidssl.ddp``): ``pretrain.batch_size`` is the global batch, and only
+    rank 0 writes.
     """
+    from vidssl import ddp
     from vidssl.methods.registry import build_method
 
     tracker = tracker or NullTracker()
-    seed_all(cfg.seed)
+    par = ddp.setup()
+    seed_all(cfg.seed)  # the same seed on every rank: the same initial weights
     list_path = Path(lists_dir) / "pretrain.csv"
     records = read_list(list_path)
     if len(records) < cfg.pretrain.batch_size:
         raise ValueError(f"{list_path}: {len(records)} videos, fewer than pretrain.batch_size="
                          f"{cfg.pretrain.batch_size}; lower pretrain.batch_size or add videos")
-    dev = device()
-    method = build_method(cfg.pretrain.method, build_model_backbone(cfg), cfg, n_samples=len(records)).to(dev)
+    ddp.per_rank_batch(cfg.pretrain.batch_size, par)
+    dev = par.device
+    method = build_method(cfg.pretrain.method, build_model_backbone(cfg), cfg, n_samples=len(records))
+    method = ddp.prepare(method, par).to(dev)
+    model = ddp.wrap(method, par)  # what a training step calls: the method, or DDP around it
     ds = method.make_dataset(records, clip_spec(cfg), cfg)
     p = cfg.pretrain
     params = [q for q in method.parameters() if q.requires_grad]  # EMA key encoders are not optimised
@@ -143,19 +160,24 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
         opt = torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=p.milestones, gamma=p.gamma)
     # The frames too: re-extracted packs behind an unchanged list must not resume (or reuse) a finished run.
+    # "state": 2 since checkpoints carry the methods' generator states; older ones cannot resume a method.
     key = config_key({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
                       "pretrain": p.used(), "list": file_digest(list_path),
-                      "frames": packs_fingerprint(r.frames_path for r in records)})
+                      "frames": packs_fingerprint(r.frames_path for r in records), "state": 2})
 
     def step_epoch(epoch: int) -> dict[str, float]:
-        method.train()
+        model.train()
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}  # per term: some are logged only when a batch measures them (acc_rank)
-        loader = make_loader(ds, batch_size=p.batch_size, workers=p.workers, shuffle=True,
-                             seed=cfg.seed * 1000 + epoch, drop_last=True)
+        seed = cfg.seed * 1000 + epoch
+        ddp.seed_epoch(seed, par)
+        loader = (make_loader(ds, batch_size=p.batch_size, workers=p.workers, shuffle=True, seed=seed,
+                              drop_last=True) if par.world == 1 else
+                  ddp.sharded_loader(ds, batch_size=p.batch_size, workers=p.workers, seed=seed, par=par,
+                                     worker_init_fn=_worker_init if p.workers else None))
         for batch in loader:
             batch = move_batch(batch, dev)
-            loss, terms = method.training_step(batch, epoch)
+            loss, terms = model(batch, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -164,13 +186,16 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1
         sched.step()
+        sums, counts = ddp.merge_epoch_sums(sums, counts, par)
+        ddp.sync_state(method, par, epoch)
         return {**{k: v / counts[k] for k, v in sums.items()}, "lr": opt.param_groups[0]["lr"]}
 
     history = run_epochs(epochs=p.epochs, ckpt=Checkpointer(persist_dir, key),
                          modules={"method": method, "optimizer": opt, "scheduler": sched},
-                         step_epoch=step_epoch, tracker=tracker)
-    save_state_dict(Path(out_dir) / "backbone.pt", {"backbone": method.backbone.state_dict(),
-                                                    "name": cfg.model.backbone})
+                         step_epoch=step_epoch, tracker=tracker, main=par.main)
+    if par.main:
+        save_state_dict(Path(out_dir) / "backbone.pt", {"backbone": method.backbone.state_dict(),
+                                                        "name": cfg.model.backbone})
     return {"epochs": len(history), "final_loss": history[-1]["loss"], "seconds": epoch_seconds(history),
             "history": history}
 
@@ -222,6 +247,9 @@ def evaluate_videos(model: nn.Module, ds: MultiClipDataset, *, batch_size: int, 
 def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path, out_dir: Path,
              tracker: Tracker | None = None) -> dict[str, Any]:
     """Fine-tune backbone + linear head on train.csv, test on test.csv (mean over clips)."""
+    from vidssl import ddp
+
+    ddp.require_single_process("finetune")
     tracker = tracker or NullTracker()
     seed_all(cfg.seed)
     lists_dir, f = Path(lists_dir), cfg.finetune

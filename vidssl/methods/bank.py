@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidssl.methods.distributed import all_gather_cat
 from vidssl.methods.losses import nce_softmax_loss
 
 __all__ = ["MemoryBank", "bank_logits", "nce_softmax_loss"]
@@ -75,7 +76,8 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def update(self, idx: Tensor, feats: Tensor) -> None:
-        """Momentum update ``row <- normalize(m*row + (1-m)*feat)`` for each sample of the batch.
+        """Momentum update ``row <- normalize(m*row + (1-m)*feat)`` for each sample of the batch (of every
+        rank's batch when torch.distributed is initialised).
 
         Args:
             idx: (B,) long dataset indices.
@@ -88,7 +90,8 @@ class MemoryBank(nn.Module):
             raise ValueError(
                 f"MemoryBank.update: feats must be ({idx.shape[0]}, {self.dim}), got {tuple(feats.shape)}"
             )
-        idx = idx.to(self.memory.device).long()
+        # Under data parallelism every rank writes the whole global batch, so the banks stay identical.
+        idx, feats = all_gather_cat(idx.to(self.memory.device).long()), all_gather_cat(feats.detach())
         old = self.memory.index_select(0, idx)
         new = old * self.momentum + feats.detach().to(old) * (1.0 - self.momentum)
         self.memory.index_copy_(0, idx, F.normalize(new, dim=1))

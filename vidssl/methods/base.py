@@ -68,6 +68,20 @@ class Method(nn.Module):
         """Return the loss to minimise and the named terms to log."""
         raise NotImplementedError
 
+    def forward(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """One training step's loss and terms (:meth:`training_step`): the call DistributedDataParallel wraps."""
+        return self.training_step(batch, epoch)
+
+    def get_extra_state(self) -> dict[str, torch.Tensor]:
+        """The states of the method's own random generators (bank noise, mix weights, shuffles), saved with its
+        weights so that a resumed run draws exactly what the uninterrupted run would have."""
+        return {k: v.get_state() for k, v in vars(self).items() if isinstance(v, torch.Generator)}
+
+    def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        for name, value in state.items():
+            getattr(self, name).set_state(value)
+
     def on_step_end(self) -> None:
         """Called after each optimiser step (momentum encoders update here)."""
 

@@ -56,3 +56,16 @@ def gather_with_grad(x: Tensor) -> Tensor:
     if world_size() == 1:
         return x
     return torch.cat(_GatherWithGrad.apply(x), dim=0)
+
+
+@torch.no_grad()
+def all_gather_cat(x: Tensor) -> Tensor:
+    """Concatenate ``x`` (any dtype, no gradient) from all ranks along dim 0; ``x`` itself in one process.
+
+    For state every rank must keep identically, such as memory-bank rows written by the whole global batch.
+    """
+    if world_size() == 1:
+        return x
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)
