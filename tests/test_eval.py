@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from vidssl.data.clips import ClipSpec, read_list
-from vidssl.eval import center, cosine_similarity, save_features, topk_retrieval, video_features
+from vidssl.eval import center, cosine_similarity, rankme, save_features, topk_retrieval, video_features
 from vidssl.methods.base import pool_feature
 
 
@@ -90,3 +91,26 @@ def test_centring_removes_a_set_level_shift_that_fools_plain_cosine() -> None:
     np.testing.assert_allclose(center(queries), [[-0.9, 0.0], [0.9, 0.0]])
     assert topk_retrieval(gallery, g_lab, queries, q_lab, [1])[1] == 0.5
     assert topk_retrieval(center(gallery), g_lab, center(queries), q_lab, [1])[1] == 1.0
+
+
+def test_rankme_counts_the_directions_features_use() -> None:
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(40, 40)))
+    r, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    for k in (1, 3, 16):
+        # k orthogonal directions used equally: k equal singular values, so the rank is k (up to eps).
+        equal = q[:, :k] @ np.diag(np.full(k, 2.0)) @ r[:k]
+        assert rankme(equal) == pytest.approx(k, rel=1e-4)
+    collapsed = np.outer(rng.normal(size=40), rng.normal(size=16))  # every feature on one direction
+    assert rankme(collapsed) == pytest.approx(1.0, abs=1e-3)
+    x = rng.normal(size=(40, 16))
+    assert rankme(3.5 * x) == pytest.approx(rankme(x))  # scale-free
+    assert rankme(x @ r) == pytest.approx(rankme(x))  # rotation-free
+    # The paper's formula written out: p = sigma / sum(sigma) + eps, exp of the entropy.
+    s = np.linalg.svd(x, compute_uv=False)
+    p = s / s.sum() + 1e-7
+    assert rankme(x) == pytest.approx(np.exp(-(p * np.log(p)).sum())) and 1 < rankme(x) < 16
+    # Two singular values 3:1 -> p = (0.75, 0.25): exp(H) = 1 / (0.75^0.75 * 0.25^0.25) = 1.7548
+    assert rankme(np.diag([3.0, 1.0])) == pytest.approx(1.7548, abs=1e-4)
+    with pytest.raises(ValueError, match="non-zero N×D"):
+        rankme(np.zeros((4, 3)))

@@ -81,7 +81,7 @@ def test_verdicts_say_plainly_when_a_seed_method_loses() -> None:
             "videos; within 2 test") in close
     assert "its own baseline moco" not in text  # moco was not run, so no comparison is claimed
     table = methods_table(rows)
-    assert "| random init | reference | 20.0 | 40.0 | 20.0 | – | 1 |" in table
+    assert "| random init | reference | 20.0 | 40.0 | 20.0 | – | – | 1 |" in table
 
 
 def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: Path,
@@ -135,6 +135,14 @@ def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: P
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert [(r["name"], r["seed"]) for r in rows] == [(RANDOM_INIT, 3), ("iic", 3), (RANDOM_INIT, 4), ("iic", 4)]
     assert rows[1] == {**iic, "seed": 3, "factors": None}
+    # The feature rank is read from the saved train features of each entry, at every render.
+    import numpy as np
+
+    from vidssl.eval import rankme
+
+    with np.load(work / "seed3" / "iic" / "features" / "train.npz") as z:
+        assert iic["rank"] == pytest.approx(rankme(z["features"])) and iic["dim"] == z["features"].shape[1]
+    assert 1.0 <= iic["rank"] <= iic["dim"] and f"of {iic['dim']} |" in text
     assert (work / "seed4" / "iic" / "backbone.pt").is_file() and "seeds 3, 4 (mean ± sd)" in two
     assert "mean of 2 seeds" in two
 
@@ -151,7 +159,9 @@ def test_several_seeds_give_mean_sd_and_paired_verdicts() -> None:
             "difference).") in text
     assert "beats its own baseline cmc on retrieval top-1 (mean of 2 seeds 40.0 vs 20.0" in text
     # sample sd of 0.30 and 0.50 is 0.1414 -> 14.1 points
-    assert "| iic | seed | 40.0 ± 14.1 | 60.0 ± 14.1 | 50.0 ± 0.0 | – | 1 |" in methods_table(rows)
+    assert "| iic | seed | 40.0 ± 14.1 | 60.0 ± 14.1 | 50.0 ± 0.0 | – | – | 1 |" in methods_table(rows)
+    rows[1].rank, rows[3].rank, rows[1].dim, rows[3].dim = 10.0, 12.0, 64, 64
+    assert "| iic | seed | 40.0 ± 14.1 | 60.0 ± 14.1 | 50.0 ± 0.0 | 11.0 ± 1.4 of 64 | – | 1 |" in methods_table(rows)
     # Gains of both signs are not a clear difference, even with a positive mean.
     mixed = [_row(RANDOM_INIT, 0.10, kind="reference", seed=1), _row("be", 0.30, seed=1),
              _row(RANDOM_INIT, 0.30, kind="reference", seed=2), _row("be", 0.20, seed=2)]

@@ -32,6 +32,24 @@ def video_features(method: Any, records: Sequence[VideoRecord], spec: ClipSpec, 
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
 
 
+def rankme(feats: np.ndarray, eps: float = 1e-7) -> float:
+    """Effective rank of an N×D feature matrix: RankMe (Garrido et al., ICML 2023), exp of the entropy of its
+    singular values normalised to sum 1 (plus ``eps``, as in the paper).
+
+    Between 1 (every feature on one direction: a collapsed encoder) and min(N, D) (all directions used
+    equally); scale-invariant, and computed on the features as retrieval compares them (not centred).
+
+    Raises:
+        ValueError: if ``feats`` is not a 2-D array with at least one non-zero entry.
+    """
+    feats = np.asarray(feats, dtype=np.float64)
+    if feats.ndim != 2 or not np.any(feats):
+        raise ValueError(f"rankme needs a non-zero N×D feature matrix, got shape {feats.shape}")
+    s = np.linalg.svd(feats, compute_uv=False)
+    p = s / s.sum() + eps
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
 def center(feats: np.ndarray) -> np.ndarray:
     """Subtract the set's own mean feature (CoCLR/DualVar retrieval centres train and test separately, §1.2)."""
     return feats - feats.mean(axis=0, keepdims=True)

@@ -42,6 +42,8 @@ class Row:
     seed: int = 0
     factors: dict[str, dict[str, float]] | None = None  # vidssl.factors agreement (MotionShapes only)
     probes: dict[str, dict[str, float]] | None = None  # vidssl.probe: {term: {"random": x, "trained": y}}
+    rank: float | None = None  # RankMe of the train videos' retrieval features (vidssl.eval.rankme)
+    dim: int | None = None  # their dimension D, the rank's upper bound
 
 
 def method_params(cfg: Params, name: str) -> Params:
@@ -132,21 +134,43 @@ def grouped(rows: Sequence[Row]) -> dict[str, list[Row]]:
     return out
 
 
+def _rank_cell(rs: Sequence[Row]) -> str:
+    ranks = [r.rank for r in rs if r.rank is not None]
+    if not ranks:
+        return "–"
+    mean = f"{statistics.mean(ranks):.1f}" + (f" ± {statistics.stdev(ranks):.1f}" if len(ranks) > 1 else "")
+    return f"{mean} of {rs[0].dim}"
+
+
 def methods_table(rows: Sequence[Row]) -> str:
-    """Markdown table: one line per entry, retrieval top-1/5, fine-tune accuracy and wall times (mean ± sd
-    over seeds when there are several)."""
-    lines = ["| method | kind | retrieval top-1 | top-5 | fine-tune acc | pretrain s | total s |",
-             "|---|---|---|---|---|---|---|"]
+    """Markdown table: one line per entry, retrieval top-1/5, fine-tune accuracy, feature rank and wall times
+    (mean ± sd over seeds when there are several)."""
+    lines = ["| method | kind | retrieval top-1 | top-5 | fine-tune acc | feature rank | pretrain s | total s |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, rs in grouped(rows).items():
         pre = [r.seconds["pretrain"] for r in rs if "pretrain" in r.seconds]
         label = "random init" if name == RANDOM_INIT else name
         lines.append(
             f"| {label} | {rs[0].kind} | {_stat([r.retrieval['top1'] for r in rs])} | "
             f"{_stat([r.retrieval['top5'] for r in rs])} | {_stat([r.finetune_acc for r in rs])} | "
-            f"{f'{statistics.mean(pre):.0f}' if pre else '–'} | "
+            f"{_rank_cell(rs)} | {f'{statistics.mean(pre):.0f}' if pre else '–'} | "
             f"{statistics.mean(r.seconds['total'] for r in rs):.0f} |"
         )
     return "\n".join(lines)
+
+
+def feature_rank(features: Path) -> tuple[float, int] | None:
+    """(RankMe, D) of the saved train features of one entry, or None when they are missing."""
+    import numpy as np
+
+    from vidssl.eval import rankme
+
+    path = features / "train.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        feats = z["features"]
+    return rankme(feats), int(feats.shape[1])
 
 
 def _compare(mine: Sequence[float], other: Sequence[float], n_test: int) -> tuple[str, str]:
@@ -273,7 +297,9 @@ def render(cfg: Params, rows: list[Row], n_test: int) -> str:
         f"epochs unless overridden (params.yaml `report.overrides`).\n\n"
         f"Retrieval: test videos query train videos, {cfg.retrieve.clips} clips averaged, cosine, feature "
         f"`{cfg.retrieve.feature}`. Fine-tune: backbone + linear head, {cfg.finetune.epochs} epochs, mean of "
-        f"{cfg.finetune.test_clips} clips' logits. Times are seconds on this machine: pretraining and "
+        f"{cfg.finetune.test_clips} clips' logits. Feature rank: RankMe (Garrido et al., ICML 2023) of the "
+        f"train videos' retrieval features, the effective number of directions they use out of their dimension "
+        f"(near 1: collapsed). Times are seconds on this machine: pretraining and "
         f"fine-tuning as summed epoch times (a resumed run still counts every epoch), total = pretrain + "
         f"retrieve + fine-tune.\n\n"
         f"{methods_table(rows)}\n\n## Verdicts\n\n" + "\n".join(verdicts(rows, n_test)) + encode + learned
@@ -378,6 +404,7 @@ def run_methods_report(cfg: Params, lists_dir: Path, work_dir: Path, out: Path,
             if cfg.data.dataset == "synthetic" and synth.is_file():
                 row.factors = _factors(work_dir / f"seed{seed}" / name / "features", synth)
             row.probes = entry_probes(scfg, name, lists_dir, work_dir / f"seed{seed}" / name)
+            row.rank, row.dim = feature_rank(work_dir / f"seed{seed}" / name / "features") or (None, None)
             rows.append(row)
     text = render(cfg, rows, len(read_list(lists_dir / "test.csv")))
     write_text(out, text)
