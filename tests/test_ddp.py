@@ -72,6 +72,24 @@ def test_single_process_helpers_change_nothing() -> None:
     assert torch.equal(torch.get_rng_state(), state)
 
 
+def test_cuda_ranks_synchronise_batch_norm_and_the_backbone_still_loads_plainly() -> None:
+    from vidssl.config import parse_params
+    from vidssl.methods.registry import build_method
+    from vidssl.models import build_backbone
+
+    cfg = parse_params({"pretrain": {"method": "mlfo", "mlfo": {"cluster": 4}}})
+    method = build_method("mlfo", build_backbone("tiny", width=4), cfg, n_samples=8)
+    n_bn = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in method.modules())
+    # Conversion needs no GPU (only SyncBatchNorm's forward does), so a CUDA rank is described, not used.
+    cuda_rank = ddp.Parallel(rank=0, world=2, device=torch.device("cuda", 0))
+    synced = ddp.prepare(method, cuda_rank)
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules()) == n_bn > 0
+    build_backbone("tiny", width=4).load_state_dict(synced.backbone.state_dict(), strict=True)
+    cpu_rank = ddp.Parallel(rank=0, world=2)
+    plain = build_method("mlfo", build_backbone("tiny", width=4), cfg, n_samples=8)
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in ddp.prepare(plain, cpu_rank).modules())
+
+
 def _data(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)

@@ -14,17 +14,23 @@ from vidssl.models import build_backbone
 from vidssl.train import make_loader, move_batch
 
 
+# The CUDA case runs where a GPU is (the lent device machine); CI has none and skips it.
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_method_trains_on_a_tiny_batch(name: str, tiny_lists: Path) -> None:
+def test_method_trains_on_a_tiny_batch(name: str, device: str, tiny_lists: Path) -> None:
     torch.manual_seed(0)
     cfg = parse_params({"pretrain": {"method": name, "batch_size": 4, "workers": 0}})
     records = read_list(tiny_lists / "pretrain.csv")
-    method = build_method(name, build_backbone("tiny", width=4), cfg, n_samples=len(records))
+    method = build_method(name, build_backbone("tiny", width=4), cfg, n_samples=len(records)).to(device)
     ds = method.make_dataset(records, ClipSpec(frames=8, stride=1, resize=40, crop=32), cfg)
     batch = move_batch(next(iter(make_loader(ds, batch_size=4, workers=0, shuffle=True, seed=0, drop_last=True))),
-                       torch.device("cpu"))
+                       torch.device(device))
     method.train()
     loss, terms = method.training_step(batch, epoch=0)
+    assert loss.device.type == device
     assert torch.isfinite(loss)
     assert "loss" in terms and all(isinstance(k, str) and k for k in terms)
     assert terms["loss"] == pytest.approx(loss.item(), rel=1e-4)
