@@ -16,6 +16,7 @@ Only rank 0 logs, tracks and writes checkpoints; every function here is a no-op 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -189,7 +190,13 @@ def wrap(method: nn.Module, par: Parallel) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [par.device.index] if par.device.type == "cuda" else None
-    return DistributedDataParallel(method, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False)
+    # The backbones run channels-last (vidssl.models.base), so conv weight gradients come out channels-last:
+    # weights in the same layout let DDP reduce them in place instead of copying every gradient every step.
+    method.to(memory_format=torch.channels_last_3d)
+    # Newer torch names "no buffer sync in forward" forward_sync_buffers; the install keeps an older CUDA torch.
+    no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+               else "broadcast_buffers")
+    return DistributedDataParallel(method, device_ids=ids, find_unused_parameters=True, **{no_sync: False})
 
 
 def merge_epoch_sums(sums: dict[str, float], counts: dict[str, int], par: Parallel
