@@ -99,7 +99,10 @@ def pretrain(lists_dir: Path = typer.Argument(Path("data/lists")),
              state: Path = typer.Option(Path("models/pretrain_state"), help="per-epoch checkpoints (resume)"),
              metrics: Path = typer.Option(Path("metrics/pretrain.json")),
              plots: Path = typer.Option(Path("plots")), params: Path = PARAMS) -> None:
-    """Self-supervised pretraining of params' backbone with params' method; resumes from STATE."""
+    """Self-supervised pretraining of params' backbone with params' method; resumes from STATE.
+
+    Data-parallel when started by torchrun: torchrun --nproc-per-node N -m vidssl.cli pretrain ...
+    """
     from vidssl.runs import run_pretrain
 
     run_main(lambda: run_pretrain(_cfg(params), lists_dir, out, state, metrics, plots))
