@@ -141,8 +141,8 @@ def sharded_loader(ds: Dataset, *, batch_size: int, workers: int, seed: int, par
                    worker_init_fn: Callable[[int], None] | None = None) -> DataLoader:
     """This rank's loader for one epoch: its share of every global batch of ``batch_size``.
 
-    The batch order depends on ``seed`` only (the same on every rank); the augmentation draws of the workers
-    also on the rank, so the ranks do not crop and jitter their clips alike.
+    The batch order depends on ``seed`` only (the same on every rank); the workers' augmentation draws depend
+    on the rank too, so the ranks do not crop and jitter their clips alike.
     """
     sampler = ShardedBatches(len(ds), batch_size, par.rank, par.world, seed)  # type: ignore[arg-type]
     return DataLoader(
