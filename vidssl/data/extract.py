@@ -191,9 +191,11 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
         reset_on_change: when ``out`` holds packs made with other output params, delete them and
             extract again instead of raising (the DVC stage does this: a params change means re-extract).
         report: where the JSON report goes (atomic write); default ``out/extract.json``.
-        timings: keep each video's decode ``seconds`` in the written report. The DVC stage turns this off
-            for the manifest inside the store, so that extracting the same videos again gives a
-            byte-identical store (and so the same DVC hash); the returned report always has them.
+        timings: write the report of this run (each video's decode ``seconds``; ``skipped`` for a pack
+            reused). The DVC stage turns this off for the manifest inside the store, which then records
+            what the store holds rather than what this run did (no seconds; a reused pack counts as
+            ``extracted``), so that the same videos give a byte-identical store, and so the same DVC hash,
+            whether extracted fresh or resumed. The returned report is always this run's.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -235,7 +237,7 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
     videos = [records[k] for k in sorted(records)]
     counts = {s: sum(r["status"] == s for r in videos) for s in ("extracted", "skipped", "quarantined")}
     result = {"src": str(src), "out": str(out), "params": params, "counts": counts, "videos": videos}
-    write_json(report, result if timings else _without_timings(result))
+    write_json(report, result if timings else _manifest(result))
     log.info("extract: %s -> %s: %s", src, out, counts)
     if counts["quarantined"]:
         log.warning(
@@ -257,8 +259,13 @@ def _remove_orphans(out: Path, records: dict[str, dict[str, Any]]) -> None:
         log.warning("removed %d packs whose video is no longer in the source (e.g. %s)", len(orphans), orphans[0])
 
 
-def _without_timings(result: dict[str, Any]) -> dict[str, Any]:
-    return {**result, "videos": [{k: v for k, v in r.items() if k != "seconds"} for r in result["videos"]]}
+def _manifest(result: dict[str, Any]) -> dict[str, Any]:
+    """The report as a state of the store, the same for a fresh and a resumed run: no timings, and a pack
+    reused from an earlier run counts as extracted."""
+    videos = [{k: ("extracted" if (k, v) == ("status", "skipped") else v) for k, v in r.items() if k != "seconds"}
+              for r in result["videos"]]
+    counts = {s: sum(r["status"] == s for r in videos) for s in ("extracted", "skipped", "quarantined")}
+    return {**result, "counts": counts, "videos": videos}
 
 
 def _dedupe(items: list[VideoInput]) -> dict[str, dict[str, Any]]:
