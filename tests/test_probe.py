@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from vidssl.config import parse_params
 from vidssl.methods.registry import METHODS
@@ -55,6 +56,26 @@ def test_mlfo_learns_its_reversal_probe_on_unseen_videos(tiny_lists: Path, tmp_p
     after = heldout_probes(cfg, tiny_lists, tmp_path / "state" / "last.pt")
     # seeds 5-8 measured: 0.04 -> 0.75, 0.04 -> 0.33, 0.08 -> 0.88, 0.12 -> 0.88
     assert after["acc_rev_mid"] > before["acc_rev_mid"] + 0.2, (before, after)
+
+
+def test_probes_load_the_weights_not_the_generators_and_refuse_another_methods_state(
+    tiny_lists: Path, tmp_path: Path
+) -> None:
+    from vidssl.checkpoint import load_state_dict, save_state_dict
+    from vidssl.train import pretrain
+
+    cfg = _cfg("dualvar")
+    pretrain(cfg, tiny_lists, tmp_path / "state", tmp_path / "out")
+    state = load_state_dict(tmp_path / "state" / "last.pt")
+    assert "_extra_state" in state["method"]  # DualVar's shuffle generator, saved for resuming
+    got = heldout_probes(cfg, tiny_lists, tmp_path / "state" / "last.pt")
+    # The generator state is not what the probe draws from: replacing it changes nothing.
+    state["method"]["_extra_state"] = {"generator": torch.Generator().manual_seed(99).get_state()}
+    save_state_dict(tmp_path / "other_gen.pt", state)
+    assert heldout_probes(cfg, tiny_lists, tmp_path / "other_gen.pt") == got
+    pretrain(_cfg("vcop"), tiny_lists, tmp_path / "vcop_state", tmp_path / "vcop_out")
+    with pytest.raises(ValueError, match="not a checkpoint of this method's settings"):
+        heldout_probes(cfg, tiny_lists, tmp_path / "vcop_state" / "last.pt")
 
 
 def test_entry_probes_are_cached_with_the_result_key(tiny_lists: Path, tmp_path: Path,
