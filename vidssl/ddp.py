@@ -45,8 +45,14 @@ class Parallel:
         return self.rank == 0
 
 
-def _default_device() -> torch.device:
+def default_device() -> torch.device:
+    """The device one process trains on: CUDA when there is a GPU, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _launched_world() -> int:
+    """How many processes torchrun started (WORLD_SIZE; 1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def setup() -> Parallel:
@@ -58,9 +64,9 @@ def setup() -> Parallel:
     Raises:
         ValueError: if WORLD_SIZE > 1 but the variables torchrun sets are missing.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _launched_world()
     if world == 1 and not dist.is_initialized():
-        return Parallel(device=_default_device())
+        return Parallel(device=default_device())
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
     if cuda:
@@ -89,7 +95,7 @@ def require_single_process(stage: str) -> None:
     Raises:
         ValueError: if torchrun started this process as one of several.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _launched_world()
     if world > 1:
         raise ValueError(f"{stage} runs in one process, but torchrun started {world} (WORLD_SIZE={world}); "
                          f"only pretrain is data-parallel: run `vidssl {stage}` without torchrun")

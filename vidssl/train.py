@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from vidssl import ddp
 from vidssl.checkpoint import Checkpointer, config_key, load_state_dict, save_state_dict
 from vidssl.config import Params
 from vidssl.data.clips import ClipDataset, ClipSpec, MultiClipDataset, read_list, to_float
@@ -34,8 +35,7 @@ class NullTracker:
         pass
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+device = ddp.default_device  # one process's device; under torchrun each rank's comes from ddp.setup()
 
 
 def seed_all(seed: int) -> None:
@@ -135,7 +135,6 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
     torchrun it trains data-parallel (``vidssl.ddp``): ``pretrain.batch_size`` is the global batch, and only
     rank 0 writes.
     """
-    from vidssl import ddp
     from vidssl.methods.registry import build_method
 
     tracker = tracker or NullTracker()
@@ -247,8 +246,6 @@ def evaluate_videos(model: nn.Module, ds: MultiClipDataset, *, batch_size: int, 
 def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path, out_dir: Path,
              tracker: Tracker | None = None) -> dict[str, Any]:
     """Fine-tune backbone + linear head on train.csv, test on test.csv (mean over clips)."""
-    from vidssl import ddp
-
     ddp.require_single_process("finetune")
     tracker = tracker or NullTracker()
     seed_all(cfg.seed)

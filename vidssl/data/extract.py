@@ -235,7 +235,7 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
 
     _remove_orphans(out, records)
     videos = [records[k] for k in sorted(records)]
-    counts = {s: sum(r["status"] == s for r in videos) for s in ("extracted", "skipped", "quarantined")}
+    counts = _counts(videos)
     result = {"src": str(src), "out": str(out), "params": params, "counts": counts, "videos": videos}
     write_json(report, result if timings else _manifest(result))
     log.info("extract: %s -> %s: %s", src, out, counts)
@@ -264,8 +264,11 @@ def _manifest(result: dict[str, Any]) -> dict[str, Any]:
     reused from an earlier run counts as extracted."""
     videos = [{k: ("extracted" if (k, v) == ("status", "skipped") else v) for k, v in r.items() if k != "seconds"}
               for r in result["videos"]]
-    counts = {s: sum(r["status"] == s for r in videos) for s in ("extracted", "skipped", "quarantined")}
-    return {**result, "counts": counts, "videos": videos}
+    return {**result, "counts": _counts(videos), "videos": videos}
+
+
+def _counts(videos: list[dict[str, Any]]) -> dict[str, int]:
+    return {s: sum(r["status"] == s for r in videos) for s in ("extracted", "skipped", "quarantined")}
 
 
 def _dedupe(items: list[VideoInput]) -> dict[str, dict[str, Any]]:

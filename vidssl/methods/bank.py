@@ -93,7 +93,7 @@ class MemoryBank(nn.Module):
         # Under data parallelism every rank writes the whole global batch, so the banks stay identical.
         idx, feats = all_gather_cat(idx.to(self.memory.device).long()), all_gather_cat(feats.detach())
         old = self.memory.index_select(0, idx)
-        new = old * self.momentum + feats.detach().to(old) * (1.0 - self.momentum)
+        new = old * self.momentum + feats.to(old) * (1.0 - self.momentum)
         self.memory.index_copy_(0, idx, F.normalize(new, dim=1))
 
 
