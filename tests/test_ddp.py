@@ -98,6 +98,8 @@ def _data(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 class _Contrast(torch.nn.Module):
     """A small 'method': NT-Xent with gathered negatives over a BN'd MLP, called as forward(batch, epoch)."""
 
+    unused_parameters = True  # as a vidssl Method declares it: `self.unused` takes no gradient
+
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)

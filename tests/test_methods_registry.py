@@ -41,6 +41,24 @@ def test_method_trains_on_a_tiny_batch(name: str, device: str, tiny_lists: Path)
     method.on_step_end()
 
 
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_unused_parameters_flag_matches_the_gradients(name: str, tiny_lists: Path) -> None:
+    """``Method.unused_parameters`` switches DDP's per-step search for parameters without a gradient: a method
+    that leaves some out but does not say so would fail under DDP, one that says so needlessly is slower."""
+    records = read_list(tiny_lists / "pretrain.csv")
+    missing = set()
+    for epoch in (0, 10**6):  # before and after every epoch switch (MLFO: prototypes frozen, graph from `split`)
+        torch.manual_seed(0)
+        cfg = parse_params({"pretrain": {"method": name, "batch_size": 4, "workers": 0}})
+        method = build_method(name, build_backbone("tiny", width=4), cfg, n_samples=len(records))
+        ds = method.make_dataset(records, ClipSpec(frames=8, stride=1, resize=40, crop=32), cfg)
+        batch = next(iter(make_loader(ds, batch_size=4, workers=0, shuffle=True, seed=0, drop_last=True)))
+        method.train()
+        method.training_step(move_batch(batch, torch.device("cpu")), epoch=epoch)[0].backward()
+        missing |= {n for n, p in method.named_parameters() if p.requires_grad and p.grad is None}
+    assert bool(missing) == METHODS[name].unused_parameters, sorted(missing)
+
+
 def test_unknown_method_names_the_choices() -> None:
     with pytest.raises(ValueError, match="choose from"):
         build_method("byol", build_backbone("tiny", width=4), parse_params({}), n_samples=4)

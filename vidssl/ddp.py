@@ -184,9 +184,9 @@ def wrap(method: nn.Module, par: Parallel) -> nn.Module:
     """The module to call for each training step: ``method`` itself in one process, else wrapped in
     DistributedDataParallel, which averages gradients over the ranks during backward.
 
-    Methods train through ``forward(batch, epoch)`` (= ``training_step``). Some parameters take no gradient
-    in some steps (MLFO's prototypes in epoch 0, its graph heads before ``split``), hence
-    ``find_unused_parameters``. Buffers are not broadcast: the methods keep queues and banks identical by
+    Methods train through ``forward(batch, epoch)`` (= ``training_step``). A method whose parameters take no
+    gradient in some steps (MLFO's prototypes in epoch 0, its graph heads before ``split``) says so with
+    ``unused_parameters``, which turns on DDP's per-step search for them; the others skip that search. Buffers are not broadcast: the methods keep queues and banks identical by
     gathering, batch-norm statistics are averaged by :func:`sync_state`, which also checks the rest.
     With the methods' gathers (whose backward sums over ranks) the averaged gradient is that of the
     single-process loss on the global batch.
@@ -202,7 +202,8 @@ def wrap(method: nn.Module, par: Parallel) -> nn.Module:
     # Newer torch names "no buffer sync in forward" forward_sync_buffers; the install keeps an older CUDA torch.
     no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                else "broadcast_buffers")
-    return DistributedDataParallel(method, device_ids=ids, find_unused_parameters=True, **{no_sync: False})
+    return DistributedDataParallel(method, device_ids=ids, find_unused_parameters=getattr(method, "unused_parameters", False),
+                                   **{no_sync: False})
 
 
 def merge_epoch_sums(sums: dict[str, float], counts: dict[str, int], par: Parallel

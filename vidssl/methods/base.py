@@ -43,6 +43,9 @@ class Method(nn.Module):
     # Logged accuracies that measure what the method's own add-ons ask for, each with a short description
     # (vidssl.probe scores them on held-out videos); empty for plain instance discrimination.
     probes: dict[str, str] = {}
+    # True where some trainable parameters take no gradient in some steps (heads switched on at a given epoch):
+    # DistributedDataParallel must then search the graph for them every step, which costs the others time.
+    unused_parameters: bool = False
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()

@@ -221,6 +221,7 @@ class MLFO(Method):
         "acc_rev_mid": "clip nearer its video's other clip than its time-reversed clips, mid level (L_mid)",
         "acc_rev_low": "the same at the low level (L_low)",
     }
+    unused_parameters = True  # graph heads before ``split``, prototypes during ``freeze_prototype_epochs``
 
     def __init__(self, backbone: torch.nn.Module, *, params: MLFOParams | None = None) -> None:
         super().__init__(backbone)
