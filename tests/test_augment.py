@@ -228,6 +228,15 @@ def test_mlfo_augmentation_greys_frames_one_by_one() -> None:
     assert 0 < sum(grey) < 16
 
 
+def test_mlfo_augmentation_with_colour_per_clip_keeps_a_still_clip_still() -> None:
+    from vidssl.methods.mlfo import mlfo_augment_spec
+
+    spec = mlfo_augment_spec(24, per_frame_colour=False)
+    for seed in range(8):
+        out = augment_clip(static_clip(t=16), spec, np.random.default_rng(seed))
+        assert all(torch.equal(out[:, i], out[:, 0]) for i in range(16))
+
+
 def _reference_colour(x: torch.Tensor, spec: AugmentSpec, rng: np.random.Generator) -> torch.Tensor:
     """Colour the plain way, torchvision's ColorJitter + RandomGrayscale on one (sub-)clip with Python-float
     factors: the reference the batched per-frame path must match bit for bit."""

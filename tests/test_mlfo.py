@@ -190,6 +190,23 @@ def test_flip_param_mirrors_clips_or_never(tmp_path, flip: bool) -> None:
     assert (mirrored > 0) is flip
 
 
+@pytest.mark.parametrize("colour", ["frame", "clip"])
+def test_colour_param_draws_per_frame_or_once_per_clip(tmp_path, colour: str) -> None:
+    # A still video: crop and flip are the same for every frame of a clip, so its frames can differ only by
+    # colour drawn frame by frame (grey on some frames, jitter factors per frame).
+    frame = np.random.default_rng(0).integers(30, 220, size=(40, 40, 3), dtype=np.uint8)
+    path = tmp_path / "v.zip"
+    write_pack(path, [frame] * 24)
+    cfg = Params(pretrain={"mlfo": {"colour": colour}})
+    ds = MLFO.make_dataset([VideoRecord("v", str(path), 24, 0)], ClipSpec(frames=8, resize=40, crop=32), cfg)
+    assert ds.augment_spec.per_frame_color is (colour == "frame")
+    torch.manual_seed(0)
+    clips = [clip for _ in range(4) for clip in ds[0][:3]]
+    still = [all(torch.equal(c[:, i], c[:, 0]) for i in range(1, c.shape[1])) for c in clips]
+    assert all(still) is (colour == "clip") and any(still) is (colour == "clip")
+    assert len({c.float().mean().item() for c in clips}) > 1  # per clip, the colour still changes between clips
+
+
 def test_config_builds_method_and_dataset(tiny_lists) -> None:
     cfg = Params(clip=ClipParams(frames=8, resize=40, crop=32))
     records = read_list(tiny_lists / "pretrain.csv")

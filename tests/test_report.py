@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from vidssl.config import ConfigError, parse_params
 from vidssl.methods.registry import METHODS
@@ -52,6 +53,41 @@ def test_method_params_merge_only_that_methods_overrides() -> None:
     assert (moco.pretrain.method, moco.pretrain.lr, moco.pretrain.moco.queue_size) == ("moco", 0.5, 64)
     assert (iic.pretrain.method, iic.pretrain.lr) == ("iic", 0.01)
     assert moco.pretrain.moco.key_momentum == cfg.pretrain.moco.key_momentum  # untouched keys stay
+
+
+def test_a_variant_merges_its_overrides_over_its_methods() -> None:
+    cfg = _cfg(overrides={"mlfo": {"pretrain": {"lr": 0.5, "mlfo": {"flip": False}}}},
+               variants={"mlfo_clip": {"method": "mlfo", "overrides": {"pretrain": {"mlfo": {"colour": "clip"}}}}})
+    v, m = method_params(cfg, "mlfo_clip"), method_params(cfg, "mlfo")
+    assert (v.pretrain.method, v.pretrain.lr, v.pretrain.mlfo.flip) == ("mlfo", 0.5, False)
+    assert v.pretrain.mlfo.colour == "clip"
+    assert m.pretrain.mlfo.colour == "frame"  # the method's own row is untouched
+    bad = _cfg(variants={"mlfo_clip": {"method": "mlfo", "overrides": {"pretrain": {"mlfo": {"colour": "video"}}}}})
+    with pytest.raises(ConfigError, match=r"report.variants.mlfo_clip.overrides[\s\S]*pretrain.mlfo.colour"):
+        method_params(bad, "mlfo_clip")
+
+
+@pytest.mark.parametrize(("variants", "names", "message"), [
+    ({"simclr": {"method": "moco"}}, ["simclr"], r"report.variants: \['simclr'\] are registered method names"),
+    ({"x": {"method": "byol"}}, ["x"], r"report.variants.\*.method: \['byol'\] are not registered methods;"),
+    ({}, ["mlfo_clip"], r"report.methods: \['mlfo_clip'\] are not registered methods or report.variants"),
+])
+def test_bad_variants_are_named_before_any_training(tiny_lists: Path, tmp_path: Path, variants: dict,
+                                                    names: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_methods_report(_cfg(variants=variants), tiny_lists, tmp_path / "work", tmp_path / "m.md", names)
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_variant_is_judged_against_random_init_and_its_methods_row() -> None:
+    rows = [_row(RANDOM_INIT, 0.20, kind="reference", ft=0.20), _row("mlfo", 0.30, baseline="simclr", ft=0.20),
+            Row("mlfo_clip", "variant", "mlfo", {"top1": 0.40, "top5": 0.6}, 0.50, {"total": 1.0}, method="mlfo")]
+    text = "\n".join(verdicts(rows, n_test=60))
+    assert ("**mlfo_clip** beats random init on retrieval top-1 (40.0 vs 20.0, +20.0 points = +12 test videos); "
+            "on fine-tune accuracy it beats it (50.0 vs 20.0, +30.0 points = +18 test videos).") in text
+    assert ("  - beats its method as the report runs it mlfo on retrieval top-1 (40.0 vs 30.0, +10.0 points = "
+            "+6 test videos); on fine-tune accuracy it beats it (50.0 vs 20.0") in text
+    assert "| mlfo_clip | variant | 40.0 | 60.0 | 50.0 |" in methods_table(rows)
 
 
 def test_a_bad_override_is_named_before_any_training(tiny_lists: Path, tmp_path: Path) -> None:
@@ -145,6 +181,18 @@ def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: P
     assert 1.0 <= iic["rank"] <= iic["dim"] and f"of {iic['dim']} |" in text
     assert (work / "seed4" / "iic" / "backbone.pt").is_file() and "seeds 3, 4 (mean ± sd)" in two
     assert "mean of 2 seeds" in two
+    # A variant trains as its method under its own settings, beside (not instead of) the method's row.
+    var = _cfg(variants={"cmc_lr": {"method": "cmc", "overrides": {"pretrain": {"lr": 0.02}}}})
+    text = run_methods_report(var, tiny_lists, work, out, ["cmc", "cmc_lr"])
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [(r["name"], r["kind"], r["baseline"], r["method"]) for r in rows] == [
+        (RANDOM_INIT, "reference", None, None), ("cmc", "baseline", None, None), ("cmc_lr", "variant", "cmc", "cmc")]
+    from vidssl.checkpoint import load_state_dict
+
+    cmc, cmc_lr = (load_state_dict(work / "seed3" / n / "backbone.pt")["backbone"] for n in ("cmc", "cmc_lr"))
+    assert any(not torch.equal(cmc[k], cmc_lr[k]) for k in cmc)  # trained at its own lr, not a copy of cmc
+    assert "Variant `cmc_lr`: cmc as in its row, with `pretrain.lr: 0.02`." in text
+    assert "**cmc_lr**" in text and "its method as the report runs it cmc" in text
 
 
 def test_several_seeds_give_mean_sd_and_paired_verdicts() -> None:

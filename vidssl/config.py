@@ -136,15 +136,26 @@ class RetrieveParams(_Section):
     workers: int = Field(2, ge=0)
 
 
+class ReportVariant(_Section):
+    """One more report entry: registered ``method`` with ``overrides`` merged over that method's own."""
+
+    method: str
+    overrides: dict[str, Any] = {}
+
+
 class ReportParams(_Section):
     """`vidssl methods-report`: the methods compared on one dataset, and each one's demo-scale overrides.
 
     ``overrides`` maps a method name to a nested mapping merged over these params for that method only (e.g.
     ``{mlfo: {pretrain: {optimizer: adam}}}``); every merged result is validated like params.yaml itself.
+    ``variants`` names further entries, each a registered method at settings other than its report row's (a
+    param its paper does not use); ``methods`` lists them like methods, and the report judges each against
+    random init and against its method's own row.
     """
 
     methods: list[str] = ["iic", "dualvar", "be", "mlfo", "cmc", "moco", "simclr", "vcop"]
     overrides: dict[str, dict[str, Any]] = {}
+    variants: dict[str, ReportVariant] = {}
     seeds: list[int] = []  # empty: the pipeline's ``seed`` only; several: mean ± sd and per-seed paired gains
 
     @field_validator("seeds")

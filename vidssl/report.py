@@ -33,7 +33,7 @@ class Row:
     """One line of the report: retrieval top-k (fractions), fine-tune accuracy and wall times in seconds."""
 
     name: str
-    kind: str  # "reference" | "seed" | "baseline"
+    kind: str  # "reference" | "seed" | "baseline" | "variant"
     baseline: str | None
     retrieval: dict[str, float]
     finetune_acc: float
@@ -44,12 +44,25 @@ class Row:
     probes: dict[str, dict[str, float]] | None = None  # vidssl.probe: {term: {"random": x, "trained": y}}
     rank: float | None = None  # RankMe of the train videos' retrieval features (vidssl.eval.rankme)
     dim: int | None = None  # their dimension D, the rank's upper bound
+    method: str | None = None  # a variant's registered method (``report.variants``); None: ``name`` itself
+
+
+def entry_method(cfg: Params, name: str) -> str:
+    """The registered method behind report entry ``name``: itself, or the method a ``report.variants`` names."""
+    variant = cfg.report.variants.get(name)
+    return variant.method if variant else name
 
 
 def method_params(cfg: Params, name: str) -> Params:
-    """``cfg`` with ``pretrain.method = name`` and the report's overrides for ``name`` merged over it."""
-    over = deep_merge({"pretrain": {"method": name}}, cfg.report.overrides.get(name, {}))
-    return with_overrides(cfg, over, f"params + report.overrides.{name}")
+    """``cfg`` with ``pretrain.method = name`` and the report's overrides for ``name`` merged over it; for a
+    variant, its method's overrides and then its own."""
+    method = entry_method(cfg, name)
+    over = deep_merge({"pretrain": {"method": method}}, cfg.report.overrides.get(method, {}))
+    where = f"params + report.overrides.{method}"
+    if name in cfg.report.variants:
+        over = deep_merge(over, cfg.report.variants[name].overrides)
+        where += f" + report.variants.{name}.overrides"
+    return with_overrides(cfg, over, where)
 
 
 def frames_digest(lists_dir: Path) -> str:
@@ -103,10 +116,13 @@ def evaluate_entry(cfg: Params, name: str, lists_dir: Path, work_dir: Path) -> R
                       Prefixed(tracker, "finetune"))
         seconds["finetune"] = ft["seconds"]
         seconds["total"] = seconds.get("pretrain", 0.0) + seconds["retrieve"] + seconds["finetune"]
-        cls = METHODS.get(name)
+        method = entry_method(cfg, name)
+        cls = METHODS.get(method)
         kind = "reference" if cls is None else ("seed" if cls.baseline else "baseline")
-        row = Row(name, kind, getattr(cls, "baseline", None), retrieval, ft["test_accuracy"], seconds, final_loss,
-                  seed=cfg.seed)
+        # A variant is judged against its own method's row, as a seed method is against its baseline.
+        kind, baseline = ("variant", method) if method != name else (kind, getattr(cls, "baseline", None))
+        row = Row(name, kind, baseline, retrieval, ft["test_accuracy"], seconds, final_loss, seed=cfg.seed,
+                  method=method if method != name else None)
         tracker.set_tags({"vidssl.report_kind": kind, "vidssl.report_seed": str(cfg.seed)})
         tracker.log_metrics({**{f"retrieval.{k}": v for k, v in retrieval.items()},
                              "finetune.test_accuracy": ft["test_accuracy"],
@@ -232,7 +248,7 @@ def verdicts(rows: Sequence[Row], n_test: int = 0) -> list[str]:
 
     out = []
     for name, rs in by_name.items():
-        if rs[0].kind != "seed":
+        if rs[0].kind not in ("seed", "variant"):
             continue
         ref = by_name.get(RANDOM_INIT)
         if ref:
@@ -245,7 +261,8 @@ def verdicts(rows: Sequence[Row], n_test: int = 0) -> list[str]:
             a, b = paired(rs, base)
             if a:
                 word, detail, ft = _both(a, b, n_test)
-                out.append(f"  - {word} its own baseline {base[0].name} on retrieval top-1 ({detail}); {ft}.")
+                whom = ("its method as the report runs it" if rs[0].kind == "variant" else "its own baseline")
+                out.append(f"  - {word} {whom} {base[0].name} on retrieval top-1 ({detail}); {ft}.")
     return out
 
 
@@ -266,6 +283,18 @@ def factors_table(rows: Sequence[Row]) -> str:
         cells = " | ".join(_stat([f[k]["agree"] for f in fs]) for k in shown)
         lines.append(f"| {'random init' if name == RANDOM_INIT else name} | {cells} |")
     return "\n".join(lines)
+
+
+def _variants_text(cfg: Params, rows: Sequence[Row]) -> str:
+    """One sentence per variant row: which method it is and what it changes (params.yaml ``report.variants``)."""
+    shown = [r.name for r in rows if r.kind == "variant"]
+    parts = []
+    for name in dict.fromkeys(shown):
+        v = cfg.report.variants.get(name)
+        if v:
+            change = ", ".join(f"`{k}: {val}`" for k, val in flatten(v.overrides).items()) or "nothing"
+            parts.append(f" Variant `{name}`: {v.method} as in its row, with {change}.")
+    return "".join(parts)
 
 
 def render(cfg: Params, rows: list[Row], n_test: int) -> str:
@@ -294,7 +323,7 @@ def render(cfg: Params, rows: list[Row], n_test: int) -> str:
         f"{100 / max(n_test, 1):.1f} points); backbone `{cfg.model.backbone}`"
         f"{f' (width {cfg.model.width})' if cfg.model.backbone == 'tiny' else ''}; clips of {cfg.clip.frames} "
         f"frames at stride {cfg.clip.stride}, {cfg.clip.crop} px; {seed_text}; {cfg.pretrain.epochs} pretraining "
-        f"epochs unless overridden (params.yaml `report.overrides`).\n\n"
+        f"epochs unless overridden (params.yaml `report.overrides`).{_variants_text(cfg, rows)}\n\n"
         f"Retrieval: test videos query train videos, {cfg.retrieve.clips} clips averaged, cosine, feature "
         f"`{cfg.retrieve.feature}`. Fine-tune: backbone + linear head, {cfg.finetune.epochs} epochs, mean of "
         f"{cfg.finetune.test_clips} clips' logits. Feature rank: RankMe (Garrido et al., ICML 2023) of the "
@@ -317,7 +346,7 @@ def probes_table(rows: Sequence[Row]) -> str:
         measured = [r.probes for r in rs if r.probes]
         if not measured:
             continue
-        described = getattr(METHODS.get(name), "probes", {})
+        described = getattr(METHODS.get(rs[0].method or name), "probes", {})
         # the method's own order (the cached JSON comes back with sorted keys), then anything undeclared
         for term in [*(t for t in described if t in measured[0]), *(t for t in measured[0] if t not in described)]:
             lines.append(
@@ -337,7 +366,7 @@ def entry_probes(cfg: Params, name: str, lists_dir: Path, out: Path) -> dict[str
     from vidssl.methods.registry import METHODS
     from vidssl.probe import PASSES, heldout_probes
 
-    if name == RANDOM_INIT or not getattr(METHODS.get(name), "probes", None):
+    if name == RANDOM_INIT or not getattr(METHODS.get(entry_method(cfg, name)), "probes", None):
         return None
     mcfg = method_params(cfg, name)
     key, cache, state = _key(mcfg, lists_dir, True), out / "probe.json", out / "pretrain_state" / "last.pt"
@@ -385,10 +414,19 @@ def run_methods_report(cfg: Params, lists_dir: Path, work_dir: Path, out: Path,
     from vidssl.methods.registry import METHODS
 
     names = list(methods or cfg.report.methods)
-    for what, given in (("report.methods", names), ("report.overrides", list(cfg.report.overrides))):
-        unknown = [n for n in given if n not in METHODS]
+    variants = cfg.report.variants
+    clash = sorted(set(variants) & set(METHODS))
+    if clash:
+        raise ValueError(f"report.variants: {clash} are registered method names; give each variant its own name")
+    for what, given, allowed in (
+        ("report.methods", names, [*METHODS, *variants]),
+        ("report.overrides", list(cfg.report.overrides), list(METHODS)),
+        ("report.variants.*.method", [v.method for v in variants.values()], list(METHODS)),
+    ):
+        unknown = [n for n in given if n not in allowed]
         if unknown:
-            raise ValueError(f"{what}: {unknown} are not registered methods; choose from {sorted(METHODS)}")
+            also = " or report.variants" if what == "report.methods" else ""
+            raise ValueError(f"{what}: {unknown} are not registered methods{also}; choose from {sorted(allowed)}")
     for name in names:
         method_params(cfg, name)  # a bad override stops here, before any method has trained
     for f in ("pretrain", "train", "test"):

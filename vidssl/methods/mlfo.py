@@ -74,11 +74,12 @@ def split_clips(video: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.T
     return video[:, :frames], video[:, frames:], video[:, ::2]
 
 
-def mlfo_augment_spec(crop: int, flip: bool = True) -> AugmentSpec:
+def mlfo_augment_spec(crop: int, flip: bool = True, per_frame_colour: bool = True) -> AugmentSpec:
     """MLFO's per-clip augmentation: RandomResizedCrop (area 0.5–1, aspect 3/4–4/3) and flip consistent within
     the clip; then, each frame on its own, a random RGB channel copied to all three with p = 0.5 (its RandomGray)
     followed by ColorJitter(0.5, 0.5, 0.5, 0.25) always (its train.py order; both ``consistent=False``).
-    ``flip=False`` drops the flip (``MLFOParams.flip``)."""
+    ``flip=False`` drops the flip (``MLFOParams.flip``); ``per_frame_colour=False`` draws grey and jitter once
+    for the whole clip (``MLFOParams.colour: clip``)."""
     return AugmentSpec(
         crop=crop,
         scale=(0.5, 1.0),
@@ -89,7 +90,7 @@ def mlfo_augment_spec(crop: int, flip: bool = True) -> AugmentSpec:
         grayscale_p=0.5,
         gray="channel",
         gray_first=True,
-        per_frame_color=True,
+        per_frame_color=per_frame_colour,
     )
 
 
@@ -101,11 +102,11 @@ class MLFODataset(ClipDataset):
 
     def __init__(
         self, records: Sequence[VideoRecord], spec: ClipSpec, *, rate: float = 3.0, min_rate: float = 1.0,
-        flip: bool = True,
+        flip: bool = True, per_frame_colour: bool = True,
     ) -> None:
         super().__init__(records, spec)
         self.rate, self.min_rate = rate, min_rate
-        self.augment_spec = mlfo_augment_spec(spec.crop, flip)
+        self.augment_spec = mlfo_augment_spec(spec.crop, flip, per_frame_colour)
 
     def _augment(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         return augment_clip(clip, self.augment_spec, rng).contiguous()
@@ -252,7 +253,8 @@ class MLFO(Method):
         p = getattr(cfg.pretrain, "mlfo", None) or MLFOParams()
         if p.seq:
             spec = dataclasses.replace(spec, frames=p.seq)
-        return MLFODataset(records, spec, rate=p.rate, min_rate=p.min_rate, flip=p.flip)
+        return MLFODataset(records, spec, rate=p.rate, min_rate=p.min_rate, flip=p.flip,
+                           per_frame_colour=p.colour == "frame")
 
     def short_levels(self, frames: int) -> list[str]:
         """One message per level whose stage gives ``frames``-frame clips fewer time steps T than the level is

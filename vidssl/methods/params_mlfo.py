@@ -5,6 +5,8 @@ No torch import here: the config is parsed by the CLI, which must start instantl
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from vidssl.params_base import Section
@@ -29,6 +31,10 @@ class MLFOParams(Section):
         flip: horizontal flip (p = 0.5, consistent within a clip), as MLFO's code does. Turn it off where a
             mirror image is another class (left/right or clockwise/anticlockwise motion, as in MotionShapes or
             Something-Something): there a flipped positive asks for the invariance its reversed negatives forbid.
+        colour: ``frame``: grey and colour jitter drawn for each frame on its own, as MLFO's code does
+            (``consistent=False``); ``clip``: drawn once per clip, as the other methods here do. On MotionShapes
+            MLFO fine-tunes at random init's level with per-frame colour and well above it with per-clip colour,
+            at the same sampler and schedule (bench/RESULTS.md, session 20).
         cluster: number of prototypes K (``--cluster``; 200 for UCF101, 1000 for K400).
         split: epoch from which the graph constraint is added (``--split``).
         thres: G_ins entries below this are zeroed (``--thres``).
@@ -55,6 +61,7 @@ class MLFOParams(Section):
     rate: float = Field(3.0, ge=1)
     min_rate: float = Field(1.0, ge=1)
     flip: bool = True
+    colour: Literal["frame", "clip"] = "frame"
     cluster: int = Field(200, ge=2)
     split: int = Field(50, ge=0)
     thres: float = Field(0.05, ge=0, lt=1)
