@@ -261,8 +261,9 @@ def verdicts(rows: Sequence[Row], n_test: int = 0) -> list[str]:
             a, b = paired(rs, base)
             if a:
                 word, detail, ft = _both(a, b, n_test)
-                whom = ("its method as the report runs it" if rs[0].kind == "variant" else "its own baseline")
-                out.append(f"  - {word} {whom} {base[0].name} on retrieval top-1 ({detail}); {ft}.")
+                whom = (f"the {base[0].name} row (its method without this change)" if rs[0].kind == "variant"
+                        else f"its own baseline {base[0].name}")
+                out.append(f"  - {word} {whom} on retrieval top-1 ({detail}); {ft}.")
     return out
 
 
