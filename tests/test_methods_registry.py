@@ -18,18 +18,24 @@ from vidssl.train import make_loader, move_batch
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_method_trains_on_a_tiny_batch(name: str, device: str, tiny_lists: Path) -> None:
+def _tiny_step(name: str, lists: Path, device: str = "cpu", epoch: int = 0):
+    """A freshly built ``name`` (tiny backbone, seed 0) and its loss and terms on one batch of its own dataset."""
     torch.manual_seed(0)
     cfg = parse_params({"pretrain": {"method": name, "batch_size": 4, "workers": 0}})
-    records = read_list(tiny_lists / "pretrain.csv")
+    records = read_list(lists / "pretrain.csv")
     method = build_method(name, build_backbone("tiny", width=4), cfg, n_samples=len(records)).to(device)
     ds = method.make_dataset(records, ClipSpec(frames=8, stride=1, resize=40, crop=32), cfg)
     batch = move_batch(next(iter(make_loader(ds, batch_size=4, workers=0, shuffle=True, seed=0, drop_last=True))),
                        torch.device(device))
     method.train()
-    loss, terms = method.training_step(batch, epoch=0)
+    loss, terms = method.training_step(batch, epoch=epoch)
+    return method, loss, terms
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_method_trains_on_a_tiny_batch(name: str, device: str, tiny_lists: Path) -> None:
+    method, loss, terms = _tiny_step(name, tiny_lists, device)
     assert loss.device.type == device
     assert torch.isfinite(loss)
     assert "loss" in terms and all(isinstance(k, str) and k for k in terms)
@@ -45,16 +51,10 @@ def test_method_trains_on_a_tiny_batch(name: str, device: str, tiny_lists: Path)
 def test_unused_parameters_flag_matches_the_gradients(name: str, tiny_lists: Path) -> None:
     """``Method.unused_parameters`` switches DDP's per-step search for parameters without a gradient: a method
     that leaves some out but does not say so would fail under DDP, one that says so needlessly is slower."""
-    records = read_list(tiny_lists / "pretrain.csv")
     missing = set()
     for epoch in (0, 10**6):  # before and after every epoch switch (MLFO: prototypes frozen, graph from `split`)
-        torch.manual_seed(0)
-        cfg = parse_params({"pretrain": {"method": name, "batch_size": 4, "workers": 0}})
-        method = build_method(name, build_backbone("tiny", width=4), cfg, n_samples=len(records))
-        ds = method.make_dataset(records, ClipSpec(frames=8, stride=1, resize=40, crop=32), cfg)
-        batch = next(iter(make_loader(ds, batch_size=4, workers=0, shuffle=True, seed=0, drop_last=True)))
-        method.train()
-        method.training_step(move_batch(batch, torch.device("cpu")), epoch=epoch)[0].backward()
+        method, loss, _ = _tiny_step(name, tiny_lists, epoch=epoch)
+        loss.backward()
         missing |= {n for n, p in method.named_parameters() if p.requires_grad and p.grad is None}
     assert bool(missing) == METHODS[name].unused_parameters, sorted(missing)
 

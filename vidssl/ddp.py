@@ -202,8 +202,8 @@ def wrap(method: nn.Module, par: Parallel) -> nn.Module:
     # Newer torch names "no buffer sync in forward" forward_sync_buffers; the install keeps an older CUDA torch.
     no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                else "broadcast_buffers")
-    return DistributedDataParallel(method, device_ids=ids, find_unused_parameters=getattr(method, "unused_parameters", False),
-                                   **{no_sync: False})
+    unused = getattr(method, "unused_parameters", False)
+    return DistributedDataParallel(method, device_ids=ids, find_unused_parameters=unused, **{no_sync: False})
 
 
 def merge_epoch_sums(sums: dict[str, float], counts: dict[str, int], par: Parallel

@@ -117,10 +117,12 @@ def evaluate_entry(cfg: Params, name: str, lists_dir: Path, work_dir: Path) -> R
         seconds["finetune"] = ft["seconds"]
         seconds["total"] = seconds.get("pretrain", 0.0) + seconds["retrieve"] + seconds["finetune"]
         method = entry_method(cfg, name)
-        cls = METHODS.get(method)
-        kind = "reference" if cls is None else ("seed" if cls.baseline else "baseline")
-        # A variant is judged against its own method's row, as a seed method is against its baseline.
-        kind, baseline = ("variant", method) if method != name else (kind, getattr(cls, "baseline", None))
+        if method != name:  # a variant is judged against its own method's row, as a seed method against its baseline
+            kind, baseline = "variant", method
+        else:
+            cls = METHODS.get(name)
+            kind = "reference" if cls is None else ("seed" if cls.baseline else "baseline")
+            baseline = getattr(cls, "baseline", None)
         row = Row(name, kind, baseline, retrieval, ft["test_accuracy"], seconds, final_loss, seed=cfg.seed,
                   method=method if method != name else None)
         tracker.set_tags({"vidssl.report_kind": kind, "vidssl.report_seed": str(cfg.seed)})
