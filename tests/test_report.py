@@ -16,6 +16,8 @@ from vidssl.report import (
     factors_table,
     method_params,
     methods_table,
+    per_seed_table,
+    render,
     run_methods_report,
     synth_summary,
     verdicts,
@@ -250,3 +252,28 @@ def test_factors_read_the_synth_summary_of_the_lists_own_dataset(tmp_path: Path)
     assert synth_summary(cfg, lists) == Path("data/raw/synth.json")  # that dataset has no summary (real data)
     (raw / "synth.json").write_text("{}")
     assert synth_summary(cfg, lists) == raw / "synth.json"
+
+
+def test_per_seed_table_pairs_each_seed_with_random_init() -> None:
+    ri = [_row(RANDOM_INIT, t, kind="reference", ft=f, seed=sd)
+          for sd, t, f in ((1, 0.10, 0.20), (2, 0.20, 0.10))]
+    iic = [_row("iic", 0.30, ft=0.50, seed=1), _row("iic", 0.20, ft=0.40, seed=2)]
+    cmc = [_row("cmc", 0.05, kind="baseline", ft=0.20, seed=1)]  # ran seed 1 only
+    var = [_row("iic_rep", 0.50, kind="variant", ft=0.20 + 1 / 60, seed=s) for s in (1, 2)]
+    table = per_seed_table([*ri, *iic, *cmc, *var], n_test=60)
+    lines = table.splitlines()
+    assert lines[2] == "| random init | 10.0 / 20.0 | 20.0 / 10.0 | – | – |"
+    # +20 points = +12 videos, +0 = tie at seed 2: not every seed agrees; fine-tune +18, +18 videos: a win.
+    assert lines[3] == "| iic | 30.0 / 20.0 | 50.0 / 40.0 | +12, +0: not clear | +18, +18: **beats** |"
+    # A baseline carries gains but no verdict; the seed it skipped is a dash and is left out of its gains.
+    assert lines[4] == "| cmc | 5.0 / – | 20.0 / – | -3 | +0 |"
+    # Fine-tune +1 and +7 videos: a mean of 4 > 2, both positive.
+    assert lines[5] == ("| iic_rep (variant) | 50.0 / 50.0 | 21.7 / 21.7 | +24, +18: **beats** | "
+                        "+1, +7: **beats** |")
+    assert per_seed_table([*ri[:1], *iic[:1]], 60) == ""  # one seed: the main table already says it all
+    assert per_seed_table(iic, 60) == ""  # nothing to pair with
+    # The word always agrees with the verdict sentence for the same pair.
+    text = "\n".join(verdicts([*ri, *iic], 60))
+    assert "**iic** does NOT clearly beat random init on retrieval top-1" in text
+    assert "Per seed (1 / 2): each entry's gain" in render(_cfg(), [*ri, *iic], 60)
+    assert "Per seed" not in render(_cfg(), [*ri[:1], *iic[:1]], 60)

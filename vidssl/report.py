@@ -191,6 +191,11 @@ def feature_rank(features: Path) -> tuple[float, int] | None:
     return rankme(feats), int(feats.shape[1])
 
 
+def _videos(gains: Sequence[float], n_test: int) -> list[int]:
+    """Accuracy gains (fractions) as whole test videos."""
+    return [round(g * n_test) for g in gains]
+
+
 def _compare(mine: Sequence[float], other: Sequence[float], n_test: int) -> tuple[str, str]:
     """("beats" | "does NOT clearly beat" | "does NOT beat", detail) for per-video accuracies (retrieval top-1
     or fine-tune) as fractions paired by seed, over ``n_test`` test videos.
@@ -201,7 +206,7 @@ def _compare(mine: Sequence[float], other: Sequence[float], n_test: int) -> tupl
     """
     gains = [a - b for a, b in zip(mine, other, strict=True)]
     mean = statistics.mean(gains)
-    videos = [round(g * n_test) for g in gains]
+    videos = _videos(gains, n_test)
     mean_videos = round(mean * n_test, 1) if n_test else 100 * mean
     noise = ""
     if n_test and abs(mean_videos) <= 2:
@@ -233,6 +238,13 @@ def _both(a: Sequence[Row], b: Sequence[Row], n_test: int) -> tuple[str, str, st
     return word, detail, f"on fine-tune accuracy it {ft_word} it ({ft_detail})"
 
 
+def _paired(a: Sequence[Row], b: Sequence[Row]) -> tuple[list[Row], list[Row]]:
+    """``a``'s rows at the seeds ``b`` also ran, and ``b``'s row at each of those seeds, in ``a``'s order."""
+    b_of = {r.seed: r for r in b}
+    kept = [r for r in a if r.seed in b_of]
+    return kept, [b_of[r.seed] for r in kept]
+
+
 def verdicts(rows: Sequence[Row], n_test: int = 0) -> list[str]:
     """Plain sentences: does each seed method beat random init, and its own baseline? Each on both measures,
     retrieval top-1 (the frozen features) and fine-tune accuracy (the weights as a starting point), since
@@ -241,32 +253,61 @@ def verdicts(rows: Sequence[Row], n_test: int = 0) -> list[str]:
     Comparisons pair rows by seed and use only seeds both sides ran.
     """
     by_name = grouped(rows)
-
-    def paired(a: list[Row], b: list[Row]) -> tuple[list[Row], list[Row]]:
-        seeds = {r.seed for r in b}
-        a = [r for r in a if r.seed in seeds]
-        b_of = {r.seed: r for r in b}
-        return a, [b_of[r.seed] for r in a]
-
     out = []
     for name, rs in by_name.items():
         if rs[0].kind not in ("seed", "variant"):
             continue
         ref = by_name.get(RANDOM_INIT)
         if ref:
-            a, b = paired(rs, ref)
+            a, b = _paired(rs, ref)
             if a:
                 word, detail, ft = _both(a, b, n_test)
                 out.append(f"- **{name}** {word} random init on retrieval top-1 ({detail}); {ft}.")
         base = by_name.get(rs[0].baseline or "")
         if base:
-            a, b = paired(rs, base)
+            a, b = _paired(rs, base)
             if a:
                 word, detail, ft = _both(a, b, n_test)
                 whom = (f"the {base[0].name} row (its method without this change)" if rs[0].kind == "variant"
                         else f"its own baseline {base[0].name}")
                 out.append(f"  - {word} {whom} on retrieval top-1 ({detail}); {ft}.")
     return out
+
+
+_SHORT = {"beats": "**beats**", "does NOT clearly beat": "not clear", "does NOT beat": "does not beat"}
+
+
+def per_seed_table(rows: Sequence[Row], n_test: int) -> str:
+    """Markdown table: each entry's retrieval top-1 and fine-tune accuracy at every seed, and its gain over
+    random init at the same seed in test videos; seed methods and variants also carry the verdict's word.
+
+    Empty with one seed (the main table already shows every number) or without a random-init row.
+    """
+    by_name = grouped(rows)
+    ref = by_name.get(RANDOM_INIT)
+    seeds = list(dict.fromkeys(r.seed for r in rows))
+    if not ref or len(seeds) < 2:
+        return ""
+    lines = ["| method | retrieval top-1 | fine-tune acc | top-1 gain | fine-tune gain |",
+             "|---|---|---|---|---|"]
+    for name, rs in by_name.items():
+        at = {r.seed: r for r in rs}  # a seed this entry did not run shows as "–"
+        cells = [" / ".join(_pct(values([at[sd]])[0]) if sd in at else "–" for sd in seeds)
+                 for values in (_top1, _finetune)]
+        gains = ["–", "–"]
+        if name != RANDOM_INIT:
+            a, b = _paired(rs, ref)
+            for i, values in enumerate((_top1, _finetune)):
+                mine, other = values(a), values(b)
+                diffs = [x - y for x, y in zip(mine, other, strict=True)]
+                g = ", ".join(f"{v:+d}" for v in _videos(diffs, n_test))
+                if a and rs[0].kind in ("seed", "variant"):
+                    g += f": {_SHORT[_compare(mine, other, n_test)[0]]}"
+                gains[i] = g or "–"
+        label = "random init" if name == RANDOM_INIT else name
+        label += " (variant)" if rs[0].kind == "variant" else ""
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {gains[0]} | {gains[1]} |")
+    return "\n".join(lines)
 
 
 def factors_table(rows: Sequence[Row]) -> str:
@@ -306,6 +347,11 @@ def render(cfg: Params, rows: list[Row], n_test: int) -> str:
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} (mean ± sd)"
     factors = factors_table(rows)
     probes = probes_table(rows)
+    per_seed = per_seed_table(rows, n_test)
+    if per_seed:
+        per_seed = (f"Per seed ({' / '.join(map(str, seeds))}): each entry's gain over random init at the same "
+                    "seed, in test videos, and for seed methods and variants the verdict below (a clear win: a "
+                    "mean gain over two videos, every seed the same sign).\n\n" + per_seed + "\n\n")
     learned = (
         "\n\n## What each method learned of its own objective\n\nThe accuracies a method's add-ons aim at, "
         "measured on the test videos (never pretrained on) with the method's own training step and no "
@@ -334,8 +380,8 @@ def render(cfg: Params, rows: list[Row], n_test: int) -> str:
         f"(near 1: collapsed). Times are seconds on this machine: pretraining and "
         f"fine-tuning as summed epoch times (a resumed run still counts every epoch), total = pretrain + "
         f"retrieve + fine-tune.\n\n"
-        f"{methods_table(rows)}\n\n## Verdicts\n\n" + "\n".join(verdicts(rows, n_test)) + encode + learned
-        + "\n"
+        f"{methods_table(rows)}\n\n{per_seed}## Verdicts\n\n" + "\n".join(verdicts(rows, n_test)) + encode
+        + learned + "\n"
     )
 
 
