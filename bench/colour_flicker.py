@@ -8,6 +8,11 @@ report's geometry (8 frames, 28 px) and on real UCF101 clips at MLFO's (16 frame
 ``--real``, the shared sample of the dataset). Where the factor is large, colour flicker, not motion, is most of
 what differs between a clip's frames. Results: bench/RESULTS.md, session 20.
 
+A second table asks the same of the Gaussian blur DualVar and the SimCLR/MoCo/CMC cores draw per clip (σ ~ U(0.1,
+2) pixels, the code's at 112 px, applied unscaled to the demo's 28 px crops): the fraction of the frame change it
+leaves. Where that fraction is much lower on MotionShapes than on UCF101, the unscaled σ blurs away more motion
+than the methods' code does on its own data (session 21: it is not).
+
     python bench/colour_flicker.py [--lists data/lists] [--real ../shared/data/real/ucf101/videos]
 """
 
@@ -20,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidssl.data.augment import AugmentSpec
-from vidssl.data.clips import ClipSpec, VideoRecord, read_list
+from vidssl.data.augment import AugmentSpec, _blur, augment_clip
+from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, random_clip, read_list
 from vidssl.data.decode import decode_frames
 from vidssl.data.store import write_pack
 from vidssl.methods.mlfo import MLFODataset
@@ -44,6 +49,22 @@ def measure(records: list[VideoRecord], spec: ClipSpec, draws: int = 3) -> dict[
         out[name] = float(np.mean([frame_change(c) for i in range(len(records)) for _ in range(draws)
                                    for c in ds[i][:2]]))
     return out
+
+
+def blur_kept(records: list[VideoRecord], spec: ClipSpec, stride: int, draws: int = 3) -> float:
+    """Mean fraction of a crop-only clip's frame change left after a per-clip blur with σ ~ U(0.1, 2)."""
+    rng = np.random.default_rng(0)
+    ds = ClipDataset(records, spec)
+    kept = []
+    for i, rec in enumerate(records):
+        for _ in range(draws):
+            idx = random_clip(rec.n_frames, spec.frames, stride, rng)
+            frames = sorted(set(idx))
+            video = ds.load(i, frames)[:, [frames.index(f) for f in idx]]
+            clip = augment_clip(video, AugmentSpec(crop=spec.crop), rng)
+            blurred = _blur(clip.float(), float(rng.uniform(0.1, 2.0))).round().clamp(0, 255)
+            kept.append(frame_change(blurred) / max(frame_change(clip), 1e-9))
+    return float(np.mean(kept))
 
 
 def real_records(folder: Path, work: Path, limit: int) -> list[VideoRecord]:
@@ -75,6 +96,11 @@ def main() -> None:
             d = measure(records, spec)
             base = d["crop only"]
             print(f"| {name} | {base:.4f} | {d['colour per clip'] / base:.2f} | {d['colour per frame'] / base:.2f} |")
+        # DualVar's geometry: stride 4 (ds) at both scales, 8 frames at 28 px and its own 16 at 112 px.
+        print("\n| clips (stride 4) | frame change kept by a per-clip blur, σ ~ U(0.1, 2) px |\n|---|---|")
+        for name, records, spec in rows:
+            spec = ClipSpec(frames=spec.frames, stride=4, resize=spec.resize, crop=spec.crop)
+            print(f"| {name} | {blur_kept(records, spec, stride=4):.3f} |")
 
 
 if __name__ == "__main__":
