@@ -8,10 +8,10 @@ report's geometry (8 frames, 28 px) and on real UCF101 clips at MLFO's (16 frame
 ``--real``, the shared sample of the dataset). Where the factor is large, colour flicker, not motion, is most of
 what differs between a clip's frames. Results: bench/RESULTS.md, session 20.
 
-A second table asks the same of the Gaussian blur DualVar and the SimCLR/MoCo/CMC cores draw per clip (σ ~ U(0.1,
-2) pixels, the code's at 112 px, applied unscaled to the demo's 28 px crops): the fraction of the frame change it
-leaves. Where that fraction is much lower on MotionShapes than on UCF101, the unscaled σ blurs away more motion
-than the methods' code does on its own data (session 21: it is not).
+A second table asks the same of the Gaussian blur that DualVar and the SimCLR/MoCo/CMC cores draw per clip
+(σ ~ U(0.1, 2) pixels, the code's at 112 px, applied unscaled to the demo's 28 px crops): the fraction of the
+frame change it leaves. Were it much lower on MotionShapes than on UCF101, the unscaled σ would blur away more
+motion than the methods' code does on its own data (session 21: it is not).
 
     python bench/colour_flicker.py [--lists data/lists] [--real ../shared/data/real/ucf101/videos]
 """
@@ -97,7 +97,8 @@ def main() -> None:
             base = d["crop only"]
             print(f"| {name} | {base:.4f} | {d['colour per clip'] / base:.2f} | {d['colour per frame'] / base:.2f} |")
         # DualVar's geometry: stride 4 (ds) at both scales, 8 frames at 28 px and its own 16 at 112 px.
-        print("\n| clips (stride 4) | frame change kept by a per-clip blur, σ ~ U(0.1, 2) px |\n|---|---|")
+        print("\n| clips (stride 4) | frame change kept by a per-clip blur, σ ~ U(0.1, 2) px |")
+        print("|---|---|")
         for name, records, spec in rows:
             spec = ClipSpec(frames=spec.frames, stride=4, resize=spec.resize, crop=spec.crop)
             print(f"| {name} | {blur_kept(records, spec, stride=4):.3f} |")
