@@ -292,8 +292,8 @@ def per_seed_table(rows: Sequence[Row], n_test: int) -> str:
              "|---|---|---|---|---|"]
     for name, rs in by_name.items():
         at = {r.seed: r for r in rs}  # a seed this entry did not run shows as "–"
-        cells = [" / ".join(_pct(values([at[sd]])[0]) if sd in at else "–" for sd in seeds)
-                 for values in (_top1, _finetune)]
+        cells = [" / ".join(_pct(get(at[sd])) if sd in at else "–" for sd in seeds)
+                 for get in (lambda r: r.retrieval["top1"], lambda r: r.finetune_acc)]
         gains = ["–", "–"]
         if name != RANDOM_INIT:
             a, b = _paired(rs, ref)
