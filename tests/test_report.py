@@ -195,6 +195,20 @@ def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: P
     assert any(not torch.equal(cmc[k], cmc_lr[k]) for k in cmc)  # trained at its own lr, not a copy of cmc
     assert "Variant `cmc_lr`: cmc as in its row, with `pretrain.lr: 0.02`." in text
     assert "**cmc_lr**" in text and "the cmc row (its method without this change)" in text
+    # Promoting a variant's setting into its method's row (the old row kept as a variant) moves results, not
+    # trains them: the key is what was computed, and name, kind and baseline come from today's params.
+    (work / "seed3" / "cmc").rename(work / "seed3" / "cmc_lr0")
+    (work / "seed3" / "cmc_lr").rename(work / "seed3" / "cmc")
+    swapped = _cfg(overrides={"cmc": {"pretrain": {"lr": 0.02}}},
+                   variants={"cmc_lr0": {"method": "cmc", "overrides": {"pretrain": {"lr": 0.01}}}})
+    monkeypatch.setattr(train, "pretrain", boom)
+    monkeypatch.setattr(train, "finetune", boom)
+    run_methods_report(swapped, tiny_lists, work, out, ["cmc", "cmc_lr0"])
+    moved = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [(r["name"], r["kind"], r["baseline"], r["method"]) for r in moved] == [
+        (RANDOM_INIT, "reference", None, None), ("cmc", "baseline", None, None),
+        ("cmc_lr0", "variant", "cmc", "cmc")]
+    assert moved[1]["retrieval"] == rows[2]["retrieval"] and moved[2]["retrieval"] == rows[1]["retrieval"]
 
 
 def test_several_seeds_give_mean_sd_and_paired_verdicts() -> None:

@@ -94,13 +94,24 @@ def evaluate_entry(cfg: Params, name: str, lists_dir: Path, work_dir: Path) -> R
     from vidssl.train import finetune, pretrain
 
     mcfg = cfg if name == RANDOM_INIT else method_params(cfg, name)
+    method = entry_method(cfg, name)
+    if method != name:  # a variant is judged against its own method's row, as a seed method against its baseline
+        kind, baseline = "variant", method
+    else:
+        cls = METHODS.get(name)
+        kind = "reference" if cls is None else ("seed" if cls.baseline else "baseline")
+        baseline = getattr(cls, "baseline", None)
+    # What the entry is called and judged against comes from today's params; the key covers only what was
+    # computed, so a result moved to an entry of another name with the same settings is reused as that entry.
+    identity = {"name": name, "kind": kind, "baseline": baseline, "method": method if method != name else None,
+                "seed": cfg.seed}
     out = work_dir / name
     key, done = _key(mcfg, lists_dir, name != RANDOM_INIT), out / "result.json"
     if done.is_file():
         saved = json.loads(done.read_text(encoding="utf-8"))
         if saved.get("key") == key:
             log.info("%s: reusing %s", name, done)
-            return Row(**{**saved["row"], "seed": cfg.seed})
+            return Row(**{**saved["row"], **identity})
     params = flatten(mcfg.model_dump(include={"seed", "model", "clip", "pretrain", "finetune", "retrieve"}))
     with stage_run(f"report.{name}", params) as tracker:
         weights, seconds, final_loss = None, {}, None
@@ -116,15 +127,8 @@ def evaluate_entry(cfg: Params, name: str, lists_dir: Path, work_dir: Path) -> R
                       Prefixed(tracker, "finetune"))
         seconds["finetune"] = ft["seconds"]
         seconds["total"] = seconds.get("pretrain", 0.0) + seconds["retrieve"] + seconds["finetune"]
-        method = entry_method(cfg, name)
-        if method != name:  # a variant is judged against its own method's row, as a seed method against its baseline
-            kind, baseline = "variant", method
-        else:
-            cls = METHODS.get(name)
-            kind = "reference" if cls is None else ("seed" if cls.baseline else "baseline")
-            baseline = getattr(cls, "baseline", None)
-        row = Row(name, kind, baseline, retrieval, ft["test_accuracy"], seconds, final_loss, seed=cfg.seed,
-                  method=method if method != name else None)
+        row = Row(retrieval=retrieval, finetune_acc=ft["test_accuracy"], seconds=seconds, final_loss=final_loss,
+                  **identity)
         tracker.set_tags({"vidssl.report_kind": kind, "vidssl.report_seed": str(cfg.seed)})
         tracker.log_metrics({**{f"retrieval.{k}": v for k, v in retrieval.items()},
                              "finetune.test_accuracy": ft["test_accuracy"],
