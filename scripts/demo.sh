@@ -12,4 +12,4 @@ echo
 cat reports/results.md
 echo
 echo "Browse runs, curves and checkpoints in MLflow:  . .venv/bin/activate && vidssl ui   (http://127.0.0.1:5000)"
-echo "Compare every method on the same data (about 75 min per seed, 3 seeds, on 2 CPU cores):  vidssl methods-report"
+echo "Compare every method on the same data (about 2 hours per seed, 3 seeds, on 2 CPU cores):  vidssl methods-report"
