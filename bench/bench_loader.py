@@ -1,6 +1,6 @@
 """Benchmark: a pretraining epoch's data loading, workers started per epoch vs kept alive across epochs.
 
-``vidssl.train`` builds a fresh DataLoader every epoch (seeded by the epoch, so a resumed run draws the same
+``vidssl.engine.train`` builds a fresh DataLoader every epoch (seeded by the epoch, so a resumed run draws the same
 clips), which starts its worker processes again each time. This measures what that costs against
 ``persistent_workers=True`` on the same dataset, in the same run: loading only, no model, so the difference is
 the whole saving an epoch could get. Needs the pipeline's lists (``dvc repro`` first).
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from vidssl.config import load_params, with_overrides
 from vidssl.data.clips import read_list
 from vidssl.methods.registry import build_method
-from vidssl.train import build_model_backbone, clip_spec, make_loader
+from vidssl.engine.train import build_model_backbone, clip_spec, make_loader
 
 
 def epoch_times(batches_of_epoch, epochs: int) -> list[float]:

@@ -5,7 +5,7 @@ from pathlib import Path
 from vidssl.config import load_params
 from vidssl.entry import run_main
 from vidssl.io import write_json
-from vidssl.runs import run_extract
+from vidssl.pipeline.stages import run_extract
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 from vidssl.config import load_params
 from vidssl.entry import run_main
 from vidssl.io import write_text
-from vidssl.runs import run_synth
+from vidssl.pipeline.stages import run_synth
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from vidssl.config import load_params
 from vidssl.entry import run_main
-from vidssl.runs import run_validate
+from vidssl.pipeline.stages import run_validate
 
 
 def main() -> None:

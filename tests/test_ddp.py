@@ -1,4 +1,4 @@
-"""Data-parallel pretraining (vidssl.ddp): sharded batches, averaged gradients equal to one process's, banks kept
+"""Data-parallel pretraining (vidssl.engine.ddp): sharded batches, averaged gradients equal to one process's, banks kept
 identical, divergence caught, and `vidssl pretrain` under torchrun (gloo, 2 CPU processes)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 import yaml
 
-from vidssl import ddp
-from vidssl.checkpoint import load_state_dict
+from vidssl.engine import ddp
+from vidssl.engine.checkpoint import load_state_dict
 from vidssl.methods.bank import MemoryBank
 from vidssl.methods.distributed import gather_with_grad
 from vidssl.methods.losses import nt_xent
@@ -45,8 +45,8 @@ def test_global_batch_must_split_over_the_processes() -> None:
 
 def test_only_pretraining_is_data_parallel(tiny_lists: Path, tmp_path: Path, monkeypatch) -> None:
     from vidssl.config import parse_params
-    from vidssl.runs import retrieval_scores
-    from vidssl.train import finetune
+    from vidssl.pipeline.stages import retrieval_scores
+    from vidssl.engine.train import finetune
 
     cfg = parse_params({"model": {"backbone": "tiny", "width": 4}})
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vidssl.data.clips import ClipSpec, read_list
-from vidssl.eval import center, cosine_similarity, rankme, save_features, topk_retrieval, video_features
+from vidssl.evaluation.retrieval import center, cosine_similarity, rankme, save_features, topk_retrieval, video_features
 from vidssl.methods.base import pool_feature
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidssl.eval import save_features
-from vidssl.factors import features_agreement, load_factors, neighbour_agreement, video_key
+from vidssl.evaluation.retrieval import save_features
+from vidssl.evaluation.factors import features_agreement, load_factors, neighbour_agreement, video_key
 
 
 def _synth(path: Path, videos: list[tuple[str, str, str, str]]) -> Path:

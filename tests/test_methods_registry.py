@@ -11,7 +11,7 @@ from vidssl.config import parse_params
 from vidssl.data.clips import ClipSpec, read_list
 from vidssl.methods.registry import METHODS, build_method
 from vidssl.models import build_backbone
-from vidssl.train import make_loader, move_batch
+from vidssl.engine.train import make_loader, move_batch
 
 
 # The CUDA case runs where a GPU is (the lent device machine); CI has none and skips it.

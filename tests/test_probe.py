@@ -9,8 +9,8 @@ import torch
 
 from vidssl.config import parse_params
 from vidssl.methods.registry import METHODS
-from vidssl.probe import heldout_probes
-from vidssl.report import RANDOM_INIT, Row, entry_probes, probes_table
+from vidssl.evaluation.probe import heldout_probes
+from vidssl.pipeline.report import RANDOM_INIT, Row, entry_probes, probes_table
 
 PROBED = sorted(name for name, cls in METHODS.items() if cls.probes)
 
@@ -46,7 +46,7 @@ def test_a_method_without_probes_is_not_run(tiny_lists: Path) -> None:
 
 
 def test_mlfo_learns_its_reversal_probe_on_unseen_videos(tiny_lists: Path, tmp_path: Path) -> None:
-    from vidssl.train import pretrain
+    from vidssl.engine.train import pretrain
 
     cfg = _cfg("mlfo", epochs=30, optimizer="adam", lr=0.003)
     before = heldout_probes(cfg, tiny_lists, None)
@@ -61,8 +61,8 @@ def test_mlfo_learns_its_reversal_probe_on_unseen_videos(tiny_lists: Path, tmp_p
 def test_probes_load_the_weights_not_the_generators_and_refuse_another_methods_state(
     tiny_lists: Path, tmp_path: Path
 ) -> None:
-    from vidssl.checkpoint import load_state_dict, save_state_dict
-    from vidssl.train import pretrain
+    from vidssl.engine.checkpoint import load_state_dict, save_state_dict
+    from vidssl.engine.train import pretrain
 
     cfg = _cfg("dualvar")
     pretrain(cfg, tiny_lists, tmp_path / "state", tmp_path / "out")
@@ -80,8 +80,8 @@ def test_probes_load_the_weights_not_the_generators_and_refuse_another_methods_s
 
 def test_entry_probes_are_cached_with_the_result_key(tiny_lists: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import vidssl.probe
-    from vidssl.train import pretrain
+    import vidssl.evaluation.probe
+    from vidssl.engine.train import pretrain
 
     cfg, out = _cfg("vcop"), tmp_path / "seed5" / "vcop"
     assert entry_probes(cfg, RANDOM_INIT, tiny_lists, out) is None
@@ -95,7 +95,7 @@ def test_entry_probes_are_cached_with_the_result_key(tiny_lists: Path, tmp_path:
     def boom(*_: object, **__: object) -> None:
         raise AssertionError("probed again")
 
-    monkeypatch.setattr(vidssl.probe, "heldout_probes", boom)
+    monkeypatch.setattr(vidssl.evaluation.probe, "heldout_probes", boom)
     assert entry_probes(cfg, "vcop", tiny_lists, out) == first
     changed = cfg.model_copy(update={"seed": 6})
     with pytest.raises(AssertionError, match="probed again"):

@@ -10,7 +10,7 @@ import torch
 
 from vidssl.config import ConfigError, parse_params
 from vidssl.methods.registry import METHODS
-from vidssl.report import (
+from vidssl.pipeline.report import (
     RANDOM_INIT,
     Row,
     factors_table,
@@ -146,7 +146,7 @@ def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: P
     assert found["report.cmc"].data.tags["vidssl.report_kind"] == "baseline"
     assert found["report.cmc"].data.tags["vidssl.report_seed"] == "3"
 
-    import vidssl.train as train
+    import vidssl.engine.train as train
 
     def boom(*_: object, **__: object) -> None:
         raise AssertionError("a finished method was trained again")
@@ -176,7 +176,7 @@ def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: P
     # The feature rank is read from the saved train features of each entry, at every render.
     import numpy as np
 
-    from vidssl.eval import rankme
+    from vidssl.evaluation.retrieval import rankme
 
     with np.load(work / "seed3" / "iic" / "features" / "train.npz") as z:
         assert iic["rank"] == pytest.approx(rankme(z["features"])) and iic["dim"] == z["features"].shape[1]
@@ -189,7 +189,7 @@ def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: P
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert [(r["name"], r["kind"], r["baseline"], r["method"]) for r in rows] == [
         (RANDOM_INIT, "reference", None, None), ("cmc", "baseline", None, None), ("cmc_lr", "variant", "cmc", "cmc")]
-    from vidssl.checkpoint import load_state_dict
+    from vidssl.engine.checkpoint import load_state_dict
 
     cmc, cmc_lr = (load_state_dict(work / "seed3" / n / "backbone.pt")["backbone"] for n in ("cmc", "cmc_lr"))
     assert any(not torch.equal(cmc[k], cmc_lr[k]) for k in cmc)  # trained at its own lr, not a copy of cmc

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vidssl.tracking import PIPELINE_TAG, pipeline_id, stage_run, tracking_uri
+from vidssl.pipeline.tracking import PIPELINE_TAG, pipeline_id, stage_run, tracking_uri
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidssl.checkpoint import Checkpointer, load_state_dict, save_state_dict
+from vidssl.engine.checkpoint import Checkpointer, load_state_dict, save_state_dict
 from vidssl.config import Params, parse_params
-from vidssl.train import Classifier, build_model_backbone, finetune, load_backbone, pretrain
+from vidssl.engine.train import Classifier, build_model_backbone, finetune, load_backbone, pretrain
 
 
 def tiny_cfg(**over: dict) -> Params:
@@ -132,7 +132,7 @@ def test_other_frames_behind_the_same_list_start_training_again(
 
     def run_both() -> list[str]:
         caplog.clear()
-        with caplog.at_level("INFO", logger="vidssl.checkpoint"):
+        with caplog.at_level("INFO", logger="vidssl.engine.checkpoint"):
             pretrain(cfg, tiny_lists, tmp_path / "pre_state", tmp_path / "pre")
             finetune(cfg, tiny_lists, None, tmp_path / "ft_state", tmp_path / "ft")
         return [r.getMessage() for r in caplog.records if "other settings" in r.getMessage()]

@@ -1,4 +1,4 @@
-"""The `vidssl` command line. Each command parses its arguments and delegates to vidssl.runs / the library.
+"""The `vidssl` command line. Each command parses its arguments and delegates to vidssl.pipeline.stages / the library.
 
 Heavy libraries (torch, mlflow, prefect, great_expectations) are imported inside commands so that
 `vidssl --help` answers at once.
@@ -40,7 +40,7 @@ def synth(out: Path = typer.Argument(..., help="output folder (videos/ and split
           appearances: Optional[int] = typer.Option(None, help="0: a look per video; N: N looks shared by all"),
           workers: int = typer.Option(2, help="parallel encoders"), params: Path = PARAMS) -> None:
     """Write the embedded MotionShapes dataset as H.264 videos plus UCF101-format split files."""
-    from vidssl.runs import run_synth
+    from vidssl.pipeline.stages import run_synth
 
     def go() -> None:
         cfg = _cfg(params, synth={"seed": seed, "scale": scale, "appearances": appearances})
@@ -57,7 +57,7 @@ def extract(src: Path = typer.Argument(..., help="class-folder videos: SRC/<clas
             report: Optional[Path] = typer.Option(None, help="JSON report path (default OUT/extract.json)"),
             params: Path = PARAMS) -> None:
     """Decode every video into one ZIP of JPEG frames per video; resumable; bad files are quarantined."""
-    from vidssl.runs import run_extract
+    from vidssl.pipeline.stages import run_extract
 
     def go() -> None:
         cfg = _cfg(params, extract={"short_side": short_side, "fps": fps, "workers": workers})
@@ -75,7 +75,7 @@ def lists(frames: Path = typer.Argument(..., help="frame store root"),
           val_videos: Optional[int] = typer.Option(None, help="train videos held out for validation"),
           params: Path = PARAMS) -> None:
     """Write pretrain/train/val/test CSV lists from official split files and the frame store."""
-    from vidssl.runs import run_lists
+    from vidssl.pipeline.stages import run_lists
 
     def go() -> None:
         cfg = _cfg(params, data={"split": split, "dataset": dataset}, lists={"val_videos": val_videos})
@@ -88,7 +88,7 @@ def validate(lists_dir: Path = typer.Argument(Path("data/lists"), help="folder o
              report_dir: Path = typer.Option(Path("reports"), help="where validation.{json,md} go"),
              params: Path = PARAMS) -> None:
     """Gate the lists and frame store with a great-expectations suite; fails with the offending rows."""
-    from vidssl.runs import run_validate
+    from vidssl.pipeline.stages import run_validate
 
     run_main(lambda: (run_validate(_cfg(params), lists_dir, report_dir), typer.echo("validation passed")))
 
@@ -103,7 +103,7 @@ def pretrain(lists_dir: Path = typer.Argument(Path("data/lists")),
 
     Data-parallel when started by torchrun: torchrun --nproc-per-node N -m vidssl.cli pretrain ...
     """
-    from vidssl.runs import run_pretrain
+    from vidssl.pipeline.stages import run_pretrain
 
     run_main(lambda: run_pretrain(_cfg(params), lists_dir, out, state, metrics, plots))
 
@@ -116,7 +116,7 @@ def finetune(lists_dir: Path = typer.Argument(Path("data/lists")),
              metrics: Path = typer.Option(Path("metrics/finetune.json")),
              plots: Path = typer.Option(Path("plots")), params: Path = PARAMS) -> None:
     """Fine-tune backbone + linear head; video accuracy is the mean over clips."""
-    from vidssl.runs import run_finetune
+    from vidssl.pipeline.stages import run_finetune
 
     def go() -> None:
         cfg = _cfg(params)
@@ -131,7 +131,7 @@ def retrieve(lists_dir: Path = typer.Argument(Path("data/lists")),
              features: Path = typer.Option(Path("features")), metrics: Path = typer.Option(Path("metrics/retrieve.json")),
              params: Path = PARAMS) -> None:
     """Nearest-neighbour retrieval (test queries train), random init vs pretrained."""
-    from vidssl.runs import run_retrieve
+    from vidssl.pipeline.stages import run_retrieve
 
     run_main(lambda: typer.echo(run_retrieve(_cfg(params), lists_dir, weights, features, metrics)))
 
@@ -140,7 +140,7 @@ def retrieve(lists_dir: Path = typer.Argument(Path("data/lists")),
 def evaluate(metrics_dir: Path = typer.Option(Path("metrics")), report: Path = typer.Option(Path("reports/results.md")),
              summary: Path = typer.Option(Path("metrics/summary.json")), params: Path = PARAMS) -> None:
     """Summarise stage metrics into metrics/summary.json and reports/results.md."""
-    from vidssl.runs import run_evaluate
+    from vidssl.pipeline.stages import run_evaluate
 
     run_main(lambda: typer.echo(run_evaluate(_cfg(params), metrics_dir, report, summary)))
 
@@ -161,7 +161,7 @@ def pipeline(force: bool = typer.Option(False, help="rerun every stage"),
 @app.command()
 def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1", help="bind address")) -> None:
     """Open the MLflow UI on the local tracking store (127.0.0.1 only unless told otherwise)."""
-    from vidssl.tracking import tracking_uri
+    from vidssl.pipeline.tracking import tracking_uri
 
     quiet_telemetry()
     uri = tracking_uri()
@@ -198,7 +198,7 @@ def methods_report(lists: Path = typer.Option(Path("data/lists"), help="lists fo
                                                        "else seed): mean ± sd and per-seed paired verdicts"),
                    params: Path = PARAMS) -> None:
     """Random init vs every baseline and seed method on the same data: retrieval, fine-tune, wall time."""
-    from vidssl.report import run_methods_report
+    from vidssl.pipeline.report import run_methods_report
 
     names = [m.strip() for m in only.split(",") if m.strip()] if only else None
 

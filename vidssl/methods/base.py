@@ -1,7 +1,7 @@
 """The shared method interface: a backbone plus whatever its loss needs.
 
 A method overrides ``training_step`` (and optionally the hooks below); optimisers, schedules, checkpoints and
-logging live in ``vidssl.train`` so this base stays small (STYLE.md rule 2).
+logging live in ``vidssl.engine.train`` so this base stays small (STYLE.md rule 2).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Method(nn.Module):
     # The method a seed method is compared against (its paper's own baseline); None for baselines.
     baseline: str | None = None
     # Logged accuracies that measure what the method's own add-ons ask for, each with a short description
-    # (vidssl.probe scores them on held-out videos); empty for plain instance discrimination.
+    # (vidssl.evaluation.probe scores them on held-out videos); empty for plain instance discrimination.
     probes: dict[str, str] = {}
     # True where some trainable parameters take no gradient in some steps (heads switched on at a given epoch):
     # DistributedDataParallel must then search the graph for them every step, which costs the others time.

@@ -18,7 +18,7 @@ def video_features(method: Any, records: Sequence[VideoRecord], spec: ClipSpec, 
 
     Returns (N×D float32 features, N int labels).
     """
-    from vidssl.train import make_loader
+    from vidssl.engine.train import make_loader
 
     method.eval()
     dev = next(method.parameters()).device

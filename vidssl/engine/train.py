@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from vidssl import ddp
-from vidssl.checkpoint import Checkpointer, config_key, load_state_dict, save_state_dict
+from vidssl.engine import ddp
+from vidssl.engine.checkpoint import Checkpointer, config_key, load_state_dict, save_state_dict
 from vidssl.config import Params
 from vidssl.data.clips import ClipDataset, ClipSpec, MultiClipDataset, read_list, to_float
 from vidssl.data.store import packs_fingerprint
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class Tracker(Protocol):
-    """What training reports to; ``vidssl.tracking`` implements it over MLflow."""
+    """What training reports to; ``vidssl.pipeline.tracking`` implements it over MLflow."""
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
 
@@ -132,7 +132,7 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
     """Self-supervised pretraining of ``cfg.model.backbone`` with ``cfg.pretrain.method``.
 
     Writes ``out_dir/backbone.pt`` and returns summary metrics; resumes from ``persist_dir/last.pt``. Under
-    torchrun it trains data-parallel (``vidssl.ddp``): ``pretrain.batch_size`` is the global batch, and only
+    torchrun it trains data-parallel (``vidssl.engine.ddp``): ``pretrain.batch_size`` is the global batch, and only
     rank 0 writes.
     """
     from vidssl.methods.registry import build_method

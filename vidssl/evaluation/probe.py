@@ -37,10 +37,10 @@ def heldout_probes(cfg: Params, lists_dir: Path, state: Path | None, *, passes: 
     """
     import torch
 
-    from vidssl.checkpoint import load_state_dict
+    from vidssl.engine.checkpoint import load_state_dict
     from vidssl.data.clips import read_list
     from vidssl.methods.registry import build_method
-    from vidssl.train import build_model_backbone, clip_spec, device, make_loader, move_batch, seed_all
+    from vidssl.engine.train import build_model_backbone, clip_spec, device, make_loader, move_batch, seed_all
 
     seed_all(cfg.seed)  # as pretrain() does before building, so random init here is its starting point
     n_pretrain = len(read_list(Path(lists_dir) / "pretrain.csv"))

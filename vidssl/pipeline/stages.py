@@ -56,10 +56,10 @@ def _metrics_only(summary: dict[str, Any]) -> dict[str, Any]:
 
 def run_pretrain(cfg: Params, lists_dir: Path, out_dir: Path, state_dir: Path, metrics: Path,
                  plots: Path) -> dict[str, Any]:
-    from vidssl import ddp
-    from vidssl.plots import plot_curves
-    from vidssl.tracking import stage_run
-    from vidssl.train import pretrain
+    from vidssl.engine import ddp
+    from vidssl.evaluation.plots import plot_curves
+    from vidssl.pipeline.tracking import stage_run
+    from vidssl.engine.train import pretrain
 
     params = flatten({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
                       "pretrain": cfg.pretrain.model_dump()})
@@ -81,9 +81,9 @@ def run_pretrain(cfg: Params, lists_dir: Path, out_dir: Path, state_dir: Path, m
 def run_finetune(cfg: Params, lists_dir: Path, init: Path | None, out_dir: Path, state_dir: Path,
                  metrics: Path, plots: Path, baseline: bool = True) -> dict[str, Any]:
     """Fine-tune from ``init``; with ``baseline``, also from random init (same seed) for the comparison."""
-    from vidssl.plots import plot_confusion, plot_curves
-    from vidssl.tracking import stage_run
-    from vidssl.train import finetune
+    from vidssl.evaluation.plots import plot_confusion, plot_curves
+    from vidssl.pipeline.tracking import stage_run
+    from vidssl.engine.train import finetune
 
     params = flatten({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
                       "finetune": cfg.finetune.model_dump()})
@@ -117,11 +117,11 @@ class Prefixed:
 
 def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, features: Path) -> dict[str, float]:
     """Retrieval top-k of one backbone (``weights`` None = random init with the pretraining seed)."""
-    from vidssl import ddp
+    from vidssl.engine import ddp
     from vidssl.data.clips import read_list
-    from vidssl.eval import center, save_features, topk_retrieval, video_features
+    from vidssl.evaluation.retrieval import center, save_features, topk_retrieval, video_features
     from vidssl.methods.registry import build_method
-    from vidssl.train import build_model_backbone, clip_spec, device, load_backbone, seed_all
+    from vidssl.engine.train import build_model_backbone, clip_spec, device, load_backbone, seed_all
 
     ddp.require_single_process("retrieve")
     seed_all(cfg.seed)  # the same seed as pretraining, so random init is the pretraining's starting point
@@ -142,7 +142,7 @@ def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, feature
 
 
 def run_retrieve(cfg: Params, lists_dir: Path, weights: Path, features: Path, metrics: Path) -> dict[str, Any]:
-    from vidssl.tracking import stage_run
+    from vidssl.pipeline.tracking import stage_run
 
     params = flatten({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
                       "retrieve": cfg.retrieve.model_dump()})

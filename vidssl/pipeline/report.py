@@ -6,8 +6,8 @@ resolved params and the lists, so a rerun skips what is done and an interrupted 
 With several ``report.seeds`` every entry runs once per seed; the report prints mean ± sd and judges each
 method by its per-seed gains over random init at the same seed (the same starting weights).
 On MotionShapes the report also says what the features encode: how often a test video's nearest train video
-shares its class, motion pair, background or shape (:mod:`vidssl.factors`). For methods whose add-ons log a probe
-accuracy, it says whether the method learned its own objective on held-out videos (:mod:`vidssl.probe`).
+shares its class, motion pair, background or shape (:mod:`vidssl.evaluation.factors`). For methods whose add-ons log a probe
+accuracy, it says whether the method learned its own objective on held-out videos (:mod:`vidssl.evaluation.probe`).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ class Row:
     seconds: dict[str, float] = field(default_factory=dict)
     final_loss: float | None = None
     seed: int = 0
-    factors: dict[str, dict[str, float]] | None = None  # vidssl.factors agreement (MotionShapes only)
-    probes: dict[str, dict[str, float]] | None = None  # vidssl.probe: {term: {"random": x, "trained": y}}
-    rank: float | None = None  # RankMe of the train videos' retrieval features (vidssl.eval.rankme)
+    factors: dict[str, dict[str, float]] | None = None  # vidssl.evaluation.factors agreement (MotionShapes only)
+    probes: dict[str, dict[str, float]] | None = None  # vidssl.evaluation.probe: {term: {"random": x, "trained": y}}
+    rank: float | None = None  # RankMe of the train videos' retrieval features (vidssl.evaluation.retrieval.rankme)
     dim: int | None = None  # their dimension D, the rank's upper bound
     method: str | None = None  # a variant's registered method (``report.variants``); None: ``name`` itself
 
@@ -76,8 +76,8 @@ def frames_digest(lists_dir: Path) -> str:
 
 
 def _key(cfg: Params, lists_dir: Path, pretrained: bool) -> str:
-    from vidssl.checkpoint import config_key
-    from vidssl.train import file_digest
+    from vidssl.engine.checkpoint import config_key
+    from vidssl.engine.train import file_digest
 
     used = cfg.model_dump(include={"seed", "model", "clip", "finetune", "retrieve"})
     # Random init does not depend on pretraining settings beyond which method embeds the clips.
@@ -89,9 +89,9 @@ def _key(cfg: Params, lists_dir: Path, pretrained: bool) -> str:
 def evaluate_entry(cfg: Params, name: str, lists_dir: Path, work_dir: Path) -> Row:
     """Pretrain ``name`` (nothing for random init), then retrieve and fine-tune; reuse a finished result."""
     from vidssl.methods.registry import METHODS
-    from vidssl.runs import Prefixed, retrieval_scores
-    from vidssl.tracking import stage_run
-    from vidssl.train import finetune, pretrain
+    from vidssl.pipeline.stages import Prefixed, retrieval_scores
+    from vidssl.pipeline.tracking import stage_run
+    from vidssl.engine.train import finetune, pretrain
 
     mcfg = cfg if name == RANDOM_INIT else method_params(cfg, name)
     method = entry_method(cfg, name)
@@ -185,7 +185,7 @@ def feature_rank(features: Path) -> tuple[float, int] | None:
     """(RankMe, D) of the saved train features of one entry, or None when they are missing."""
     import numpy as np
 
-    from vidssl.eval import rankme
+    from vidssl.evaluation.retrieval import rankme
 
     path = features / "train.npz"
     if not path.is_file():
@@ -317,7 +317,7 @@ def per_seed_table(rows: Sequence[Row], n_test: int) -> str:
 def factors_table(rows: Sequence[Row]) -> str:
     """What the features encode: nearest-neighbour agreement per factor (mean over seeds), chance in the
     header; empty when no row carries factors."""
-    from vidssl.factors import FACTORS
+    from vidssl.evaluation.factors import FACTORS
 
     groups = {n: [r.factors for r in rs if r.factors] for n, rs in grouped(rows).items()}
     groups = {n: fs for n, fs in groups.items() if fs}
@@ -413,11 +413,11 @@ def probes_table(rows: Sequence[Row]) -> str:
 
 
 def entry_probes(cfg: Params, name: str, lists_dir: Path, out: Path) -> dict[str, dict[str, float]] | None:
-    """:func:`vidssl.probe.heldout_probes` of entry ``name`` at random init and pretrained, cached in
+    """:func:`vidssl.evaluation.probe.heldout_probes` of entry ``name`` at random init and pretrained, cached in
     ``out/probe.json`` under the same key as its result; None for random init, a method without probes, or a
     missing pretraining state (with a warning)."""
     from vidssl.methods.registry import METHODS
-    from vidssl.probe import PASSES, heldout_probes
+    from vidssl.evaluation.probe import PASSES, heldout_probes
 
     if name == RANDOM_INIT or not getattr(METHODS.get(entry_method(cfg, name)), "probes", None):
         return None
@@ -451,7 +451,7 @@ def synth_summary(cfg: Params, lists_dir: Path) -> Path:
 def _factors(features: Path, synth: Path) -> dict[str, dict[str, float]] | None:
     """The factor agreement of one entry, or None (with a warning) when the dataset summary does not match:
     the table is a diagnosis, so it never costs the report its measured numbers."""
-    from vidssl.factors import features_agreement
+    from vidssl.evaluation.factors import features_agreement
 
     try:
         return features_agreement(features, synth)
