@@ -8,7 +8,7 @@ from vidssl.pipeline.stages import run_validate
 
 
 def main() -> None:
-    run_validate(load_params(), Path("data/lists"), Path("reports"))
+    run_validate(load_params(), Path("data/lists"), Path("reports"), Path("data/frames"))
 
 
 if __name__ == "__main__":

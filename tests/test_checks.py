@@ -207,3 +207,73 @@ def test_missing_list_file_and_bad_classes(tmp_path: Path, packs: dict) -> None:
         {"video_id": None, "line": 3, "column": "label", "value": "0"}]
     msg = (tmp_path / "validation.md").read_text()
     assert f"test.csv: is missing (expected at {lists / 'test.csv'})" in msg
+
+
+def test_short_videos_are_counted_not_failed_under_a_policy(tmp_path: Path, packs: dict) -> None:
+    rows = base_rows(packs)
+    rows["test"][0].update(video_id="v_short", frames_path=str(packs["v_short"]), n_frames="9")
+    report = check_lists(write_lists(tmp_path, rows), min_frames=MIN_FRAMES, report_dir=tmp_path,
+                         short_videos="loop")
+    assert report["success"] is True
+    assert report["short_videos"]["policy"] == "loop"
+    assert report["short_videos"]["lists"]["test.csv"] == {"count": 1, "rows": 3, "first": ["v_short"]}
+    assert report["short_videos"]["lists"]["train.csv"]["count"] == 0
+    md = (tmp_path / "validation.md").read_text()
+    assert "looped from their first frame (clip.short_videos: loop): test.csv 1." in md
+
+
+def test_drop_that_empties_a_list_fails(tmp_path: Path, packs: dict) -> None:
+    rows = base_rows(packs)
+    with pytest.raises(DataValidationError, match="test.csv: has no video left once its 3 short videos"):
+        check_lists(write_lists(tmp_path, rows), min_frames=100, report_dir=tmp_path, short_videos="drop")
+
+
+def test_frames_path_outside_the_store_fails(tmp_path: Path, packs: dict) -> None:
+    rows = base_rows(packs)
+    store = packs["v_walk_01"].parent
+    outside = tmp_path / "elsewhere" / "v_walk_01.zip"
+    outside.parent.mkdir()
+    outside.write_bytes(packs["v_walk_01"].read_bytes())
+    rows["train"][0]["frames_path"] = str(outside)
+    rows["train"][1]["frames_path"] = str(store / ".." / store.name / "v_walk_02.zip")  # inside, spelled oddly
+    report = validate_lists(write_lists(tmp_path, rows), min_frames=MIN_FRAMES, report_dir=tmp_path,
+                            data_root=store)
+    assert [o["video_id"] for o in offending(report, "train.csv", "frames_path_in_root")] == ["v_walk_01"]
+    assert offending(report, "train.csv", "frames_path_in_root")[0]["note"] == f"outside {store.resolve()}"
+    assert all(e["success"] for f, s in report["lists"].items() if f != "train.csv" for e in s["expectations"])
+
+
+def test_every_preset_passes_validate_when_the_shortest_video_has_29_frames(tmp_path: Path) -> None:
+    """UCF101's shortest videos have ~29 frames; the DualVar and BE presets span 61."""
+    import yaml
+
+    from vidssl.config import apply_preset, parse_params
+    from vidssl.pipeline.stages import run_validate
+
+    repo = Path(__file__).resolve().parents[1]
+    base = yaml.safe_load((repo / "params.yaml").read_text())
+    presets = sorted(p.stem for p in (repo / "presets").glob("*.yaml"))
+    assert len(presets) >= 4
+    rng = np.random.default_rng(0)
+    store = tmp_path / "frames"
+    rows: Rows = {"pretrain": [], "train": [], "val": [], "test": []}
+    for i, n in enumerate((29, 80, 120, 29, 95, 200)):
+        vid, label, split = f"v_{CLASSES[i % 2]}_g0{i}_c01", i % 2, "test" if i >= 4 else "train"
+        path = store / CLASSES[label] / f"{vid}.zip"
+        write_pack(path, (rng.integers(0, 255, (8, 8, 3), dtype=np.uint8) for _ in range(n)))
+        row = {"video_id": vid, "frames_path": str(path), "n_frames": str(n), "label": str(label),
+               "class_name": CLASSES[label]}
+        rows[split].append(dict(row, split=split))
+        if split == "train":
+            rows["pretrain"].append(dict(row, split="pretrain"))
+    lists = write_lists(tmp_path, rows)
+    seen: dict[tuple, dict] = {}
+    for name in presets:
+        cfg = parse_params(apply_preset(dict(base, preset=name), repo / "presets"), name)
+        key = (cfg.clip.span, cfg.clip.short_videos)
+        if key not in seen:  # presets sharing a span and policy give the same report
+            seen[key] = run_validate(cfg, lists, tmp_path / "reports", store)
+        report = seen[key]
+        assert report["success"], name
+        assert report["short_videos"]["lists"]["train.csv"]["count"] == (2 if cfg.clip.span > 29 else 0), name
+    assert max(span for span, _ in seen) == 61

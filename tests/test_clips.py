@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 import torch
 
 from vidssl.data.clips import (ClipDataset, ClipSpec, MultiClipDataset, clip_indices, linspace_clips, random_clip,
-                               random_crop, read_list, resize_short, to_float, to_tensor)
+                               random_crop, read_list, resize_short, to_float, to_tensor, usable_records)
 from vidssl.data.store import FramePack
 
 
@@ -74,3 +76,93 @@ def test_read_list_names_missing_columns(tmp_path: Path) -> None:
         read_list(bad)
     with pytest.raises(FileNotFoundError, match="vidssl lists"):
         read_list(tmp_path / "none.csv")
+
+
+# ---------------------------------------------------------------- the frame store at scale
+
+
+_MANY_PACKS = r"""
+import resource, sys, zipfile
+from pathlib import Path
+import numpy as np
+from vidssl.data.store import OPEN_PACKS, FramePack, encode_jpeg, frame_name
+
+root, n = Path(sys.argv[1]), int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+packs = []
+for i in range(n):  # plain ZipFile writes: the atomic writer's fsync-free rename still costs 3 ms a pack here
+    path = root / f"{i:05d}.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for t in range(3):
+            zf.writestr(frame_name(t), encode_jpeg(np.full((8, 8, 3), (i + t) % 256, np.uint8)))
+    packs.append(FramePack(path))
+peak = 0
+for i, pack in enumerate(packs):
+    frames = pack.read([2, 0])
+    assert frames.shape == (2, 8, 8, 3) and abs(int(frames[0, 0, 0, 0]) - (i + 2) % 256) <= 2, i
+    peak = max(peak, len(OPEN_PACKS))
+print(peak, len(list(Path("/proc/self/fd").iterdir())))
+"""
+
+
+def test_reads_3000_packs_under_a_256_file_limit(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VIDSSL_OPEN_PACKS": "16"}
+    out = subprocess.run([sys.executable, "-c", _MANY_PACKS, str(tmp_path), "3000"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    peak, fds = map(int, out.stdout.split())
+    assert peak == 16  # the cache filled to its bound and never beyond
+    assert fds < 64  # open files stay flat in the number of packs read
+
+
+def test_open_pack_cache_closes_what_it_evicts(tiny_lists: Path) -> None:
+    from vidssl.data.store import OPEN_PACKS, set_open_pack_limit
+
+    records = read_list(tiny_lists / "train.csv")
+    old = OPEN_PACKS.limit
+    try:
+        set_open_pack_limit(2)
+        held = []
+        for r in records:
+            FramePack(r.frames_path).read([0])
+            held.append(OPEN_PACKS.get(Path(r.frames_path))[0])
+        assert len(OPEN_PACKS) == 2
+        assert all(zf.fp is None for zf in held[:-2]) and all(zf.fp is not None for zf in held[-2:])
+        with pytest.raises(IndexError, match="frame 99 requested, the pack has 24 frames"):
+            FramePack(records[0].frames_path).read([99])
+    finally:
+        set_open_pack_limit(old)
+
+
+# ---------------------------------------------------------------- short videos: loop or drop
+
+
+def test_short_video_loops_from_its_first_frame(tiny_lists: Path) -> None:
+    rec = read_list(tiny_lists / "test.csv")[0]  # 24 frames
+    spec = ClipSpec(frames=10, stride=4, resize=40, crop=40)  # span 37 > 24
+    ds = ClipDataset([rec], spec)
+    assert ds.records[0].n_frames == 37 and ds.frames == [24]
+    whole = FramePack(rec.frames_path).read(list(range(24)))
+    got = ds.load(0, list(range(0, 37, 4)))
+    expected = to_tensor(whole[[i % 24 for i in range(0, 37, 4)]])  # 0, 4, ..., 20, then 24 -> 0, 28 -> 4, ...
+    assert torch.equal(got, expected)
+    clip, _, _ = ds[0]
+    assert clip.shape == (3, 10, 40, 40)
+    multi, _, _ = MultiClipDataset([rec], spec, n_clips=3)[0]
+    assert multi.shape == (3, 3, 10, 40, 40)
+
+
+def test_drop_leaves_short_videos_out_of_every_dataset(tiny_lists: Path) -> None:
+    records = read_list(tiny_lists / "train.csv")
+    short = dataclasses.replace(records[0], n_frames=5)
+    mixed = [short] + records[1:]
+    drop = ClipSpec(frames=8, stride=1, resize=40, crop=40, short_videos="drop")  # span 8
+    assert usable_records(mixed, drop) == records[1:]
+    assert ClipDataset(mixed, drop).records == records[1:]
+    assert len(MultiClipDataset(mixed, drop, 2)) == len(records) - 1
+    assert usable_records(mixed, dataclasses.replace(drop, short_videos="loop")) == mixed
+    with pytest.raises(ValueError, match="clip.short_videos='skip'"):
+        usable_records(mixed, dataclasses.replace(drop, short_videos="skip"))

@@ -60,6 +60,7 @@ class ClipParams(_Section):
     stride: int = Field(1, ge=1)
     resize: int = Field(64, ge=8)
     crop: int = Field(56, ge=8)
+    short_videos: Literal["loop", "drop"] = "loop"  # a video shorter than the clip span: looped, or left out
 
     @model_validator(mode="after")
     def _crop_fits(self) -> "ClipParams":

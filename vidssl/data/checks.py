@@ -34,6 +34,9 @@ FIX_SHORT = (
     "re-run `vidssl extract`, lower clip_len (clip.frames x clip.stride in params.yaml), "
     "or drop these videos from the split"
 )
+FIX_ROOT = ("every frames_path must lie inside the frame store; re-run `vidssl lists` over the store instead of "
+            "editing paths by hand")
+FIX_DROP = "set clip.short_videos: loop, lower the clip span (clip.frames x clip.stride), or add longer videos"
 FIX_LEAK = "fix the split files (a test video must not be in pretrain/train/val), then re-run `vidssl lists`"
 
 
@@ -115,11 +118,20 @@ def _numeric(col: pd.Series) -> pd.Series:
     return pd.to_numeric(col, errors="coerce").astype(float)
 
 
+def _inside(path: Any, root: Path | None) -> bool | None:
+    """Whether ``path`` resolves (symlinks and ``..`` followed) to a place inside ``root``; None if no path."""
+    if not isinstance(path, str):
+        return None
+    return root is None or Path(path).resolve().is_relative_to(root)
+
+
 def _derive(df: pd.DataFrame, classes: dict[int, str] | None, others: list[tuple[str, set]],
-            cache: dict[str, tuple[str, float]]) -> pd.DataFrame:
+            cache: dict[str, tuple[str, float]], root: Path | None = None) -> pd.DataFrame:
     """Add the helper columns the suite checks, each only when its source columns exist."""
     out = df.copy()
     if "frames_path" in out:
+        out["in_root"] = [_inside(p, root) for p in out["frames_path"]]
+        out["root_note"] = [None if ok is not False else f"outside {root}" for ok in out["in_root"]]
         probes = [_probe_pack(p, cache) for p in out["frames_path"]]
         out["pack_status"] = [s for s, _ in probes]
         out["pack_frames"] = [n for _, n in probes]
@@ -159,8 +171,11 @@ def _column_checks(gxe: Any, df: pd.DataFrame, required: tuple[str, ...]) -> lis
 
 
 def _list_checks(gxe: Any, df: pd.DataFrame, name: str, min_frames: int,
-                 n_classes: int | None) -> list[_Check]:
-    """The suite for one list."""
+                 n_classes: int | None, short_videos: str | None = None) -> list[_Check]:
+    """The suite for one list. With a ``short_videos`` policy, a video shorter than ``min_frames`` is not an
+    error (it is looped or dropped, and counted apart); every video still needs one frame."""
+    bound, fix_short = (min_frames, FIX_SHORT) if short_videos is None else (1, FIX_PACKS)
+    what = "min clip span" if short_videos is None else "an empty video"
     leak = ("also in a training list (test videos must be unseen)" if name == "test"
             else "also in train.csv (val is held out of train)")
     checks = _column_checks(gxe, df, COLUMNS) + [
@@ -177,8 +192,10 @@ def _list_checks(gxe: Any, df: pd.DataFrame, name: str, min_frames: int,
         _Check("n_frames_match_pack", "n_frames", "whose n_frames disagrees with the frame pack", FIX_PACKS,
                gxe.ExpectColumnPairValuesToBeEqual(column_A="n_frames_num", column_B="pack_frames",
                                                    ignore_row_if="either_value_is_missing"), "pack_note"),
-        _Check("n_frames_min", "n_frames", f"with n_frames < {min_frames} (min clip span)", FIX_SHORT,
-               gxe.ExpectColumnValuesToBeBetween(column="n_frames_num", min_value=min_frames)),
+        _Check("n_frames_min", "n_frames", f"with n_frames < {bound} ({what})", fix_short,
+               gxe.ExpectColumnValuesToBeBetween(column="n_frames_num", min_value=bound)),
+        _Check("frames_path_in_root", "frames_path", "whose frames_path leaves the frame store", FIX_ROOT,
+               gxe.ExpectColumnValuesToNotBeInSet(column="in_root", value_set=[False]), "root_note"),
         _Check("label_int", "label", "whose label is not an integer", FIX_LISTS,
                gxe.ExpectColumnValuesToMatchRegex(column="label", regex=INT_RE)),
         _Check("class_name_match", "class_name", "whose class_name differs from classes.csv for their label",
@@ -274,13 +291,34 @@ def _others(frames: dict[str, pd.DataFrame | None]) -> dict[str, list[tuple[str,
             "test": [(f"{n}.csv", ids[n]) for n in ("pretrain", "train", "val")]}
 
 
-def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path) -> dict:
+def _short_counts(df: pd.DataFrame | None, min_frames: int) -> dict[str, Any]:
+    """How many rows of a list are shorter than one clip span, with the first few named."""
+    if df is None or "n_frames_num" not in df:
+        return {"count": 0, "rows": 0, "first": []}
+    short = df[df["n_frames_num"] < min_frames]
+    ids = short["video_id"].tolist() if "video_id" in short else []
+    return {"count": int(len(short)), "rows": int(len(df)), "first": [str(v) for v in ids[:20]]}
+
+
+def _drop_entry(name: str, counts: dict[str, Any]) -> dict[str, Any]:
+    """A failed report entry: dropping the short videos leaves a list that training needs with no video."""
+    return {"check": "videos_left_after_drop", "expectation": None, "column": "n_frames", "success": False,
+            "description": f"has no video left once its {counts['count']} short videos are dropped",
+            "fix": FIX_DROP, "n_offending": 0, "offending": []}
+
+
+def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path, short_videos: str | None = None,
+                   data_root: Path | None = None) -> dict:
     """Run the data suite over ``lists_dir`` and write ``validation.json`` and ``validation.md``.
 
     Args:
         lists_dir: folder with pretrain/train/val/test.csv and classes.csv (the lists stage output).
-        min_frames: frames one clip spans (clip frames x stride); shorter videos fail.
+        min_frames: frames one clip spans (clip frames x stride).
         report_dir: where the two reports go (each written atomically).
+        short_videos: what training does with a video shorter than ``min_frames`` (``loop`` or ``drop``,
+            as ``clip.short_videos``): such videos are counted in the report, not failed; with ``drop``, a
+            pretrain, train or test list left without any video fails. None: a short video fails.
+        data_root: the frame store; a row whose ``frames_path`` resolves outside it fails. None: no check.
 
     Returns:
         The JSON report: ``success`` plus, per file, each expectation's result and offending rows.
@@ -290,6 +328,7 @@ def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path) -> dic
     """
     gx, gxe = _gx()
     lists_dir, report_dir = Path(lists_dir), Path(report_dir)
+    root = None if data_root is None else Path(data_root).resolve()
     ctx = _context(gx)
     classes_df = _read_csv(lists_dir / "classes.csv")
     if classes_df is not None and "label" in classes_df:
@@ -299,26 +338,34 @@ def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path) -> dic
     classes = _classes(classes_df)
     n_classes = None if classes is None else len(classes_df)
     frames = {name: _read_csv(lists_dir / f"{name}.csv") for name in LISTS}
-    others, cache = _others(frames), {}
+    others, cache, short = _others(frames), {}, {}
     for name, df in frames.items():
-        df = None if df is None else _derive(df, classes, others.get(name, []), cache)
-        sections[f"{name}.csv"] = _section(ctx, gx, lists_dir / f"{name}.csv", df,
-                                           lambda d, n=name: _list_checks(gxe, d, n, min_frames, n_classes))
+        df = None if df is None else _derive(df, classes, others.get(name, []), cache, root)
+        section = _section(ctx, gx, lists_dir / f"{name}.csv", df,
+                           lambda d, n=name: _list_checks(gxe, d, n, min_frames, n_classes, short_videos))
+        short[f"{name}.csv"] = counts = _short_counts(df, min_frames)
+        if short_videos == "drop" and name != "val" and counts["rows"] and counts["count"] == counts["rows"]:
+            section["expectations"].append(_drop_entry(name, counts))
+            section["success"] = False
+        sections[f"{name}.csv"] = section
     report = {"success": all(s["success"] for s in sections.values()), "lists_dir": str(lists_dir),
               "min_frames": min_frames, "n_classes": n_classes, "great_expectations": gx.__version__,
-              "lists": sections}
+              "short_videos": {"policy": short_videos or "fail", "span": min_frames, "lists": short},
+              "data_root": None if root is None else str(root), "lists": sections}
     write_json(report_dir / "validation.json", report)
     write_text(report_dir / "validation.md", render_markdown(report))
     return report
 
 
-def check_lists(lists_dir: Path, *, min_frames: int, report_dir: Path) -> dict:
+def check_lists(lists_dir: Path, *, min_frames: int, report_dir: Path, short_videos: str | None = None,
+                data_root: Path | None = None) -> dict:
     """Validate the lists (see ``validate_lists``) and stop the pipeline if anything failed.
 
     Raises:
         DataValidationError: with the readable list of offending rows and how to fix them.
     """
-    report = validate_lists(lists_dir, min_frames=min_frames, report_dir=report_dir)
+    report = validate_lists(lists_dir, min_frames=min_frames, report_dir=report_dir, short_videos=short_videos,
+                            data_root=data_root)
     if not report["success"]:
         lines, fixes = problems(report)
         raise DataValidationError(

@@ -46,6 +46,13 @@ def render_markdown(report: dict) -> str:
     for file, s in report["lists"].items():
         failed = sum(not e["success"] for e in s["expectations"])
         out.append(f"| {file} | {s['rows']} | {len(s['expectations'])} | {failed} |")
+    short = report.get("short_videos")
+    if short and short["policy"] != "fail":
+        n = {f: c["count"] for f, c in short["lists"].items() if c["count"]}
+        what = "looped from their first frame" if short["policy"] == "loop" else "dropped"
+        counts = ", ".join(f"{f} {c}" for f, c in n.items()) or "none"
+        out += ["", f"Videos shorter than the clip span ({short['span']} frames), {what} "
+                f"(clip.short_videos: {short['policy']}): {counts}."]
     lines, fixes = problems(report)
     if lines:
         out += ["", "## Problems", ""] + [f"- {line}" for line in lines]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -121,14 +121,46 @@ def center_crop(clip: torch.Tensor, size: int) -> torch.Tensor:
 # ---------------------------------------------------------------- datasets
 
 
+SHORT_POLICIES = ("loop", "drop")
+
+
 @dataclass(frozen=True)
 class ClipSpec:
-    """Clip geometry: frames per clip, temporal stride, short-side resize and square crop."""
+    """Clip geometry: frames per clip, temporal stride, short-side resize and square crop.
+
+    ``short_videos`` says what happens to a video with fewer frames than one clip spans: ``loop`` plays it
+    again from its first frame until the span is filled (as the seeds' loaders do), ``drop`` leaves it out.
+    """
 
     frames: int = 16
     stride: int = 1
     resize: int = 64
     crop: int = 56
+    short_videos: str = "loop"
+
+    @property
+    def span(self) -> int:
+        """Frames one clip covers in the source video."""
+        return (self.frames - 1) * self.stride + 1
+
+
+def usable_records(records: Sequence[VideoRecord], spec: ClipSpec) -> list[VideoRecord]:
+    """The records a dataset reads under ``spec.short_videos``: all of them for ``loop``; for ``drop``, those
+    with at least one clip span of frames. Pretraining, fine-tuning and retrieval all go through here.
+
+    Raises:
+        ValueError: an unknown policy.
+    """
+    if spec.short_videos not in SHORT_POLICIES:
+        raise ValueError(f"clip.short_videos={spec.short_videos!r}: choose from {SHORT_POLICIES}")
+    if spec.short_videos == "loop":
+        return list(records)
+    return [r for r in records if r.n_frames >= spec.span]
+
+
+def looped(index: int, n_frames: int) -> int:
+    """Frame ``index`` of a video played over and over: ``index mod n_frames``."""
+    return index % n_frames
 
 
 def _sample_rng() -> np.random.Generator:
@@ -141,7 +173,11 @@ class ClipDataset(Dataset):
     """One random clip per video (training): returns (3×T×S×S uint8 clip, label, index)."""
 
     def __init__(self, records: Sequence[VideoRecord], spec: ClipSpec) -> None:
-        self.records = list(records)
+        kept = usable_records(records, spec)
+        # Under ``loop`` a short video is presented as its looped self, one clip span long, so every sampler
+        # (each method's own) draws indices as for a long video and ``load`` maps them back with ``looped``.
+        self.frames = [r.n_frames for r in kept]
+        self.records = [r if r.n_frames >= spec.span else replace(r, n_frames=spec.span) for r in kept]
         self.spec = spec
         self.packs = [FramePack(r.frames_path) for r in self.records]
 
@@ -149,7 +185,9 @@ class ClipDataset(Dataset):
         return len(self.records)
 
     def load(self, index: int, indices: Sequence[int]) -> torch.Tensor:
-        return resize_short(to_tensor(self.packs[index].read(indices)), self.spec.resize)
+        n = self.frames[index]
+        frames = self.packs[index].read([looped(i, n) for i in indices])
+        return resize_short(to_tensor(frames), self.spec.resize)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         rng = _sample_rng()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -104,43 +105,91 @@ def packs_fingerprint(paths: Iterable[str | os.PathLike[str]]) -> str:
     return h.hexdigest()[:16]
 
 
+class _OpenPacks:
+    """A bounded LRU of open pack ZIPs, one per process (each DataLoader worker has its own).
+
+    A clip read opens its pack once; keeping a few recently used packs open saves the re-open for methods
+    that read one video several times, while the bound keeps open files and memory flat in the number of
+    videos: each open ZIP holds its directory (~0.6 KiB per frame), so keeping every pack open fails with
+    EMFILE at the file limit and grows by ~100 KiB per UCF101 video. An evicted pack is closed.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: OrderedDict[Path, tuple[zipfile.ZipFile, int]] = OrderedDict()
+        self._pid = os.getpid()
+
+    def get(self, path: Path) -> tuple[zipfile.ZipFile, int]:
+        """The open ZIP at ``path`` and its frame count, opening (and evicting the least recent) as needed."""
+        if self._pid != os.getpid():  # a forked worker must not share its parent's file offsets
+            self._open.clear()
+            self._pid = os.getpid()
+        hit = self._open.get(path)
+        if hit is not None:
+            self._open.move_to_end(path)
+            return hit
+        while len(self._open) >= max(self.limit, 1):
+            _, (old, _) = self._open.popitem(last=False)
+            old.close()
+        zf = zipfile.ZipFile(path)
+        entry = (zf, sum(1 for name in zf.namelist() if name.endswith(".jpg")))
+        self._open[path] = entry
+        return entry
+
+    def drop(self, path: Path) -> None:
+        entry = self._open.pop(path, None)
+        if entry is not None:
+            entry[0].close()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+OPEN_PACKS = _OpenPacks(int(os.environ.get("VIDSSL_OPEN_PACKS", "16")))
+
+
+def set_open_pack_limit(limit: int) -> None:
+    """Bound the packs kept open per process (default 16, or ``VIDSSL_OPEN_PACKS``); closes the excess."""
+    if limit < 1:
+        raise ValueError(f"open pack limit must be >= 1; got {limit}")
+    OPEN_PACKS.limit = limit
+    while len(OPEN_PACKS._open) > limit:
+        OPEN_PACKS._open.popitem(last=False)[1][0].close()
+
+
 class FramePack:
-    """Random access to the frames of one pack. Opens lazily, so it is safe to pickle into workers."""
+    """Random access to the frames of one pack.
+
+    Holds only its path: the open ZIP lives in the process's bounded cache (:data:`OPEN_PACKS`), so a dataset
+    of any number of packs pickles into workers cheaply and keeps at most the cache's limit of files open.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._zf: zipfile.ZipFile | None = None
-        self._names: list[str] = []
-
-    def _open(self) -> zipfile.ZipFile:
-        if self._zf is None:
-            self._zf = zipfile.ZipFile(self.path)
-            self._names = sorted(n for n in self._zf.namelist() if n.endswith(".jpg"))
-        return self._zf
 
     def __len__(self) -> int:
-        self._open()
-        return len(self._names)
+        return OPEN_PACKS.get(self.path)[1]
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
-        """Decode frames at ``indices`` (repeats allowed) into a TxHxWx3 uint8 RGB array."""
-        zf = self._open()
+        """Decode frames at ``indices`` (repeats allowed) into a TxHxWx3 uint8 RGB array.
+
+        Raises:
+            IndexError: an index outside the pack, naming the pack and its frame count.
+        """
+        zf, n = OPEN_PACKS.get(self.path)
         cache: dict[int, np.ndarray] = {}
         out = []
         for i in indices:
             if i not in cache:
-                cache[i] = simplejpeg.decode_jpeg(zf.read(self._names[i]), colorspace="RGB")
+                if not 0 <= i < n:
+                    raise IndexError(f"{self.path}: frame {i} requested, the pack has {n} frames (0..{n - 1})")
+                cache[i] = simplejpeg.decode_jpeg(zf.read(frame_name(i)), colorspace="RGB")
             out.append(cache[i])
         return np.stack(out)
 
     def close(self) -> None:
-        if self._zf is not None:
-            self._zf.close()
-            self._zf = None
-
-    def __getstate__(self) -> dict:
-        # An open ZipFile does not pickle; DataLoader workers reopen on first read.
-        return {"path": self.path, "_zf": None, "_names": []}
+        """Close this pack's file if the cache holds it open."""
+        OPEN_PACKS.drop(self.path)
 
     def __enter__(self) -> "FramePack":
         return self

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from vidssl.engine import ddp
 from vidssl.engine.checkpoint import Checkpointer, config_key, load_state_dict, save_state_dict
 from vidssl.config import Params
-from vidssl.data.clips import ClipDataset, ClipSpec, MultiClipDataset, read_list, to_float
+from vidssl.data.clips import ClipDataset, ClipSpec, MultiClipDataset, read_list, to_float, usable_records
 from vidssl.data.store import packs_fingerprint
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
     par = ddp.setup()
     seed_all(cfg.seed)  # the same seed on every rank: the same initial weights
     list_path = Path(lists_dir) / "pretrain.csv"
-    records = read_list(list_path)
+    records = usable_records(read_list(list_path), clip_spec(cfg))  # clip.short_videos: drop leaves some out
     if len(records) < cfg.pretrain.batch_size:
         raise ValueError(f"{list_path}: {len(records)} videos, fewer than pretrain.batch_size="
                          f"{cfg.pretrain.batch_size}; lower pretrain.batch_size or add videos")

@@ -44,10 +44,17 @@ def run_lists(cfg: Params, frames: Path, split_dir: Path, out: Path) -> dict[str
                        seed=cfg.seed)
 
 
-def run_validate(cfg: Params, lists_dir: Path, report_dir: Path) -> dict[str, Any]:
+def run_validate(cfg: Params, lists_dir: Path, report_dir: Path,
+                 frames_root: Path | None = None) -> dict[str, Any]:
     from vidssl.data.checks import check_lists
 
-    return check_lists(lists_dir, min_frames=cfg.clip.span, report_dir=report_dir)
+    if frames_root is None:  # the store the lists were written from, as the lists stage recorded it
+        try:
+            frames_root = Path(json.loads((lists_dir / "lists.json").read_text())["params"]["frames_root"])
+        except (OSError, ValueError, KeyError, TypeError):
+            frames_root = None
+    return check_lists(lists_dir, min_frames=cfg.clip.span, report_dir=report_dir,
+                       short_videos=cfg.clip.short_videos, data_root=frames_root)
 
 
 def _metrics_only(summary: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +125,7 @@ class Prefixed:
 def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, features: Path) -> dict[str, float]:
     """Retrieval top-k of one backbone (``weights`` None = random init with the pretraining seed)."""
     from vidssl.engine import ddp
-    from vidssl.data.clips import read_list
+    from vidssl.data.clips import read_list, usable_records
     from vidssl.evaluation.retrieval import center, save_features, topk_retrieval, video_features
     from vidssl.methods.registry import build_method
     from vidssl.engine.train import build_model_backbone, clip_spec, device, load_backbone, seed_all
@@ -128,9 +135,11 @@ def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, feature
     backbone = build_model_backbone(cfg)
     if weights is not None:
         load_backbone(backbone, weights)
-    train, test = read_list(lists_dir / "train.csv"), read_list(lists_dir / "test.csv")
+    spec = clip_spec(cfg)
+    # the videos the datasets read (clip.short_videos: drop leaves short ones out), so saved ids match features
+    train, test = (usable_records(read_list(lists_dir / f"{n}.csv"), spec) for n in ("train", "test"))
     method = build_method(cfg.pretrain.method, backbone, cfg, n_samples=len(train)).to(device())
-    r, spec = cfg.retrieve, clip_spec(cfg)
+    r = cfg.retrieve
     kw = dict(n_clips=r.clips, feature=r.feature, merged=r.merged, workers=r.workers)
     g_feat, g_lab = video_features(method, train, spec, **kw)
     q_feat, q_lab = video_features(method, test, spec, **kw)
