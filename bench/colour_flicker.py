@@ -6,12 +6,12 @@ This prints the mean absolute frame-to-frame difference of MLFO's clips (pixels 
 the factor that colour drawn per clip and per frame multiply it by: on the embedded MotionShapes data at the
 report's geometry (8 frames, 28 px) and on real UCF101 clips at MLFO's (16 frames, 112 px; decoded here from
 ``--real``, the shared sample of the dataset). Where the factor is large, colour flicker, not motion, is most of
-what differs between a clip's frames. Results: bench/RESULTS.md, session 20.
+what differs between a clip's frames. Results: bench/RESULTS.md, section bench/colour_flicker.py.
 
 A second table asks the same of the Gaussian blur that DualVar and the SimCLR/MoCo/CMC cores draw per clip
 (σ ~ U(0.1, 2) pixels, the code's at 112 px, applied unscaled to the demo's 28 px crops): the fraction of the
 frame change it leaves. Were it much lower on MotionShapes than on UCF101, the unscaled σ would blur away more
-motion than the methods' code does on its own data (session 21: it is not).
+motion than the methods' code does on its own data (measured: it is not).
 
     python bench/colour_flicker.py [--lists data/lists] [--real ../shared/data/real/ucf101/videos]
 """

@@ -12,7 +12,7 @@ An *appearance* (shape, colours, background texture) is either drawn for each vi
 ``appearances = N``, drawn from a pool of N shared by every class and both splits. Shared looks keep
 appearance uncorrelated with the class but stop it from naming the video: with a look of its own,
 every video is told apart from the others by appearance alone, so a contrastive method that
-discriminates instances can learn appearance and leave motion out (bench/RESULTS.md measures this;
+discriminates instances can learn appearance and leave motion out (docs/motionshapes-study.md measures this;
 ``appearances = 1`` is the control without appearance nuisance).
 
 The layout mirrors UCF101 (``videos/<Class>/v_<Class>_gGG_cCC.mp4`` and ``splits/`` in the official

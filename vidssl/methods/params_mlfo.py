@@ -34,7 +34,7 @@ class MLFOParams(Section):
         colour: ``frame``: grey and colour jitter drawn for each frame on its own, as MLFO's code does
             (``consistent=False``); ``clip``: drawn once per clip, as the other methods here do. On MotionShapes
             MLFO fine-tunes at random init's level with per-frame colour and well above it with per-clip colour,
-            at the same sampler and schedule (bench/RESULTS.md, session 20).
+            at the same sampler and schedule (docs/motionshapes-study.md).
         cluster: number of prototypes K (``--cluster``; 200 for UCF101, 1000 for K400).
         split: epoch from which the graph constraint is added (``--split``).
         thres: G_ins entries below this are zeroed (``--thres``).
