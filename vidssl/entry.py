@@ -30,6 +30,12 @@ def run_main(fn: Callable[[], Any]) -> None:
     quiet_telemetry()
     try:
         fn()
+    except RuntimeError as err:
+        code = getattr(err, "exit_code", None)  # e.g. a busy workspace: 75, try again later
+        if code is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(code)
     except _USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

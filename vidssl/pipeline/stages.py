@@ -14,10 +14,12 @@ from typing import Any
 
 from vidssl.config import Params, flatten
 from vidssl.io import write_json
+from vidssl.pipeline.lock import locked_stage
 
 log = logging.getLogger(__name__)
 
 
+@locked_stage("synth")
 def run_synth(cfg: Params, out: Path, workers: int = 2) -> dict[str, Any]:
     from vidssl.data.synth import generate
 
@@ -27,6 +29,7 @@ def run_synth(cfg: Params, out: Path, workers: int = 2) -> dict[str, Any]:
                     appearances=s.appearances, workers=workers)
 
 
+@locked_stage("extract")
 def run_extract(cfg: Params, src: Path, out: Path, report: Path, reset_on_change: bool = False,
                 timings: bool = True) -> dict[str, Any]:
     from vidssl.data.extract import extract_videos
@@ -36,6 +39,7 @@ def run_extract(cfg: Params, src: Path, out: Path, report: Path, reset_on_change
                           report=report, reset_on_change=reset_on_change, timings=timings)
 
 
+@locked_stage("lists")
 def run_lists(cfg: Params, frames: Path, split_dir: Path, out: Path) -> dict[str, Any]:
     from vidssl.data.lists import write_lists
 
@@ -44,6 +48,7 @@ def run_lists(cfg: Params, frames: Path, split_dir: Path, out: Path) -> dict[str
                        seed=cfg.seed)
 
 
+@locked_stage("validate")
 def run_validate(cfg: Params, lists_dir: Path, report_dir: Path,
                  frames_root: Path | None = None) -> dict[str, Any]:
     from vidssl.data.checks import check_lists
@@ -61,6 +66,7 @@ def _metrics_only(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if isinstance(v, (int, float))}
 
 
+@locked_stage("pretrain")
 def run_pretrain(cfg: Params, lists_dir: Path, out_dir: Path, state_dir: Path, metrics: Path,
                  plots: Path) -> dict[str, Any]:
     from vidssl.engine import ddp
@@ -85,6 +91,7 @@ def run_pretrain(cfg: Params, lists_dir: Path, out_dir: Path, state_dir: Path, m
         ddp.teardown()
 
 
+@locked_stage("finetune")
 def run_finetune(cfg: Params, lists_dir: Path, init: Path | None, out_dir: Path, state_dir: Path,
                  metrics: Path, plots: Path, baseline: bool = True) -> dict[str, Any]:
     """Fine-tune from ``init``; with ``baseline``, also from random init (same seed) for the comparison."""
@@ -150,6 +157,7 @@ def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, feature
     return {f"top{k}": v for k, v in topk_retrieval(g_feat, g_lab, q_feat, q_lab, r.topk).items()}
 
 
+@locked_stage("retrieve")
 def run_retrieve(cfg: Params, lists_dir: Path, weights: Path, features: Path, metrics: Path) -> dict[str, Any]:
     from vidssl.pipeline.tracking import stage_run
 
@@ -180,6 +188,7 @@ def results_table(pretrain: dict[str, Any], finetune: dict[str, Any], retrieve: 
     return "\n".join(rows)
 
 
+@locked_stage("evaluate")
 def run_evaluate(cfg: Params, metrics_dir: Path, report: Path, summary_path: Path) -> str:
     """Summarise the stage metrics into ``summary_path`` (for `dvc metrics show`) and a Markdown report."""
     load = lambda name: json.loads((metrics_dir / f"{name}.json").read_text())  # noqa: E731
