@@ -114,3 +114,102 @@ def test_rankme_counts_the_directions_features_use() -> None:
     assert rankme(np.diag([3.0, 1.0])) == pytest.approx(1.7548, abs=1e-4)
     with pytest.raises(ValueError, match="non-zero N×D"):
         rankme(np.zeros((4, 3)))
+
+
+# ---------------------------------------------------------------- bounded-memory ranking, ties, bad features
+
+from vidssl.evaluation.retrieval import (  # noqa: E402
+    NonFiniteFeatures, check_ks, retrieval_hits, topk_curve, topk_neighbours,
+)
+
+
+def test_duplicated_gallery_ties_rank_by_gallery_order_whatever_the_chunking() -> None:
+    # Gallery rows 0, 3, 5 are the same vector (labels 2, 0, 1): a query along it ties all three. Whatever the
+    # block sizes, the tie ranks 0, 3, 5; the fourth neighbour is row 1 (cosine 0.8) and row 2 (0.6) after it.
+    base = np.array([1.0, 0.0])
+    gallery = np.array([base, [0.8, 0.6], [0.6, 0.8], 2 * base, [0.0, 1.0], 0.5 * base, [-1.0, 0.0]])
+    g_lab = np.array([2, 3, 3, 0, 4, 1, 5])
+    for chunk in (4 * 1, 4 * 2, 4 * 3, 4 * 64 * 7, 2**28):
+        vals, idx = topk_neighbours(np.array([[3.0, 0.0]]), gallery, 5, chunk_bytes=chunk)
+        assert idx.tolist() == [[0, 3, 5, 1, 2]], chunk
+        np.testing.assert_allclose(vals, [[1, 1, 1, 0.8, 0.6]], atol=1e-6)
+    # Cut inside the tie: k=2 keeps the two earliest tied rows, so the label-1 row never counts.
+    acc = topk_retrieval(gallery, g_lab, np.array([[1.0, 0.0]]), np.array([1]), [1, 2, 3])
+    assert acc == {1: 0.0, 2: 0.0, 3: 1.0}
+
+
+def test_every_query_gets_the_same_tie_order_in_a_gallery_of_copies() -> None:
+    gallery = np.tile(np.array([[0.3, -0.2, 0.9]]), (50, 1))
+    queries = np.random.default_rng(0).normal(size=(9, 3))
+    for chunk in (4 * 5, 2**28):
+        _, idx = topk_neighbours(queries, gallery, 7, chunk_bytes=chunk)
+        assert (idx == np.arange(7)).all()
+
+
+def test_chunked_ranking_equals_one_full_sort() -> None:
+    rng = np.random.default_rng(3)
+    g, q = rng.normal(size=(300, 16)), rng.normal(size=(150, 16))
+    ref = np.argsort(-cosine_similarity(q, g), axis=1, kind="stable")[:, :20]
+    for chunk in (4 * 25, 4 * 64 * 30, 4 * 1000, 2**28):  # gallery blocks of 21, 30, then query blocks only
+        _, idx = topk_neighbours(q, g, 20, chunk_bytes=chunk)
+        np.testing.assert_array_equal(idx, ref)
+    # Exact copies tie within one block of gallery rows (the default up to ~1M gallery videos): the same
+    # float32 dot product for each copy. Across gallery blocks BLAS may round a copy's product one ulp apart.
+    g[100:110] = g[5]
+    ref = np.argsort(-cosine_similarity(q, g).round(6), axis=1, kind="stable")[:, :20]
+    for chunk in (4 * 64 * 300, 4 * 100 * 300, 2**28):  # query blocks of 64, 100, all
+        _, idx = topk_neighbours(q, g, 20, chunk_bytes=chunk)
+        np.testing.assert_array_equal(idx, ref)
+
+
+def test_faiss_index_ranks_as_the_exact_one() -> None:
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(4)
+    g, q = rng.normal(size=(200, 12)).astype(np.float32), rng.normal(size=(30, 12)).astype(np.float32)
+    g[50:60] = g[7]
+    q[:5] = g[7]  # these queries tie 11 rows at the top: the cut at k=5 falls inside the tie
+    ve, ie = topk_neighbours(q, g, 5, index="exact")
+    vf, i_f = topk_neighbours(q, g, 5, index="faiss")
+    np.testing.assert_array_equal(i_f, ie)
+    np.testing.assert_allclose(vf, ve, atol=1e-5)
+    assert ie[0].tolist() == [7, 50, 51, 52, 53]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", ["queries", "gallery"])
+def test_non_finite_features_stop_retrieval(bad: float, where: str) -> None:
+    # Before the guard, NaN similarities sorted stably returned the gallery in file order (class order here)
+    # and scored above chance; now nothing is scored.
+    g = np.repeat(np.eye(4), 3, axis=0)
+    lab = np.repeat(np.arange(4), 3)
+    q = g.copy()
+    (q if where == "queries" else g)[4, 1] = bad
+    with pytest.raises(NonFiniteFeatures, match=f"{where}: 1 of 12 feature vectors hold NaN or Inf .*row 4"):
+        topk_retrieval(g, lab, q, lab, [1, 5])
+    with pytest.raises(NonFiniteFeatures):
+        cosine_similarity(q, g)
+
+
+def test_huge_finite_features_do_not_overflow() -> None:
+    g = np.array([[3e38, 0.0], [0.0, 3e38]], dtype=np.float32)
+    _, idx = topk_neighbours(np.array([[0.0, 1e-30]], dtype=np.float32), g, 1)
+    assert idx.tolist() == [[1]]
+
+
+def test_impossible_k_is_refused() -> None:
+    g = np.eye(3)
+    for ks in ([], [0], [-3], [1, 0]):
+        with pytest.raises(ValueError, match="retrieve.topk"):
+            topk_retrieval(g, np.arange(3), g, np.arange(3), ks)
+    with pytest.raises(ValueError, match="k >= 1"):
+        topk_neighbours(g, g, 0)
+    assert check_ks([1, 5]) == [1, 5]
+
+
+def test_topk_curve_counts_each_query_from_its_first_hit() -> None:
+    # Known neighbours: query 0's hit is 1st, query 1's 3rd, query 2 never in the gallery's top 4.
+    hits = np.array([[1, 0, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0]], dtype=bool)
+    np.testing.assert_allclose(topk_curve(hits), [1 / 3, 1 / 3, 2 / 3, 2 / 3])
+    g = np.array([[1.0, 0], [0, 1.0], [0.7, 0.7]])
+    h, idx = retrieval_hits(g, np.array([0, 1, 2]), np.array([[0.9, 0.1]]), np.array([2]), 3)
+    assert idx.tolist() == [[0, 2, 1]] and h.tolist() == [[False, True, False]]

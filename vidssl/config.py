@@ -134,7 +134,16 @@ class RetrieveParams(_Section):
     feature: Literal["pool", "gap"] = "pool"
     merged: bool = False
     center: bool = False
+    index: Literal["exact", "faiss"] = "exact"  # faiss: a flat inner-product index (exact too; needs faiss-cpu)
+    chunk_mb: int = Field(256, ge=1)  # the largest block of query x gallery similarities held at once
     workers: int = Field(2, ge=0)
+
+    @field_validator("topk")
+    @classmethod
+    def _ks(cls, v: list[int]) -> list[int]:
+        if not v or min(v) < 1:
+            raise ValueError(f"retrieve.topk {v}: give one or more k >= 1, e.g. [1, 5, 10, 20, 50]")
+        return v
 
 
 class ReportVariant(_Section):

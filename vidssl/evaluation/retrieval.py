@@ -1,4 +1,12 @@
-"""Evaluation: clip features -> video features -> nearest-neighbour retrieval (VCOP/IIC protocol, §1.2)."""
+"""Evaluation: clip features -> video features -> nearest-neighbour retrieval (VCOP/IIC protocol, §1.2).
+
+Ranking runs in bounded memory: queries and gallery are cut into chunks, each chunk's similarities are reduced
+to its top k at once, and candidates are merged, so the whole query x gallery matrix is never held (240k
+Kinetics videos would need 230 GB for it in float32). Ties are broken the same way everywhere: higher
+similarity first, then lower gallery index (the order of the gallery list), so a result does not depend on the
+chunk size, the platform or the index backend. Features that are not finite stop the ranking with an error: a
+stable sort of NaN similarities would return the gallery in file order, which is class order, and score well.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,8 @@ import numpy as np
 import torch
 
 from vidssl.data.clips import ClipSpec, MultiClipDataset, VideoRecord, to_float
+
+CHUNK_BYTES = 256 * 2**20  # the largest similarity block held at once (float32)
 
 
 @torch.no_grad()
@@ -55,26 +65,192 @@ def center(feats: np.ndarray) -> np.ndarray:
     return feats - feats.mean(axis=0, keepdims=True)
 
 
+class NonFiniteFeatures(ValueError):
+    """Features holding NaN or Inf: no score may be computed from them."""
+
+
+def check_finite(feats: np.ndarray | torch.Tensor, name: str, ids: Sequence[str] | None = None) -> None:
+    """Raise :class:`NonFiniteFeatures` naming ``name``, the count and the first bad row if any entry is not finite.
+
+    Ranking NaN similarities silently returns the gallery in file order; this stops that before it can score.
+    """
+    x = torch.as_tensor(feats)
+    if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+        bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+        first = int(torch.nonzero(bad)[0])
+        who = f"row {first}" + (f", video {ids[first]!r}" if ids is not None else "")
+        raise NonFiniteFeatures(
+            f"{name}: {int(bad.sum())} of {len(x)} feature vectors hold NaN or Inf (first: {who}); the weights or "
+            "the inputs are broken (check the training loss in metrics/), so no score is computed from them"
+        )
+
+
+def unit_rows(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit L2 norm, float32; a zero row stays zero (similarity 0 to everything).
+
+    Each row is first divided by its largest magnitude, so huge finite features do not overflow the norm.
+    """
+    t = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float()
+    t = t / t.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    return t / t.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+
+
 def cosine_similarity(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-    """Q×G cosine similarities (a zero vector has similarity 0 to everything)."""
+    """Q×G cosine similarities in float64 (a zero vector has similarity 0 to everything); small sets only.
+
+    Raises:
+        NonFiniteFeatures: if either set holds NaN or Inf.
+    """
+    check_finite(queries, "queries")
+    check_finite(gallery, "gallery")
+
     def unit(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
         norm = np.linalg.norm(x, axis=1, keepdims=True)
         return x / np.where(norm == 0, 1, norm)
-    return unit(queries.astype(np.float64)) @ unit(gallery.astype(np.float64)).T
+    return unit(queries) @ unit(gallery).T
+
+
+def _order(vals: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's candidates sorted by similarity descending, equal similarities by gallery index ascending."""
+    by_index = torch.argsort(idx, dim=1)
+    vals, idx = vals.gather(1, by_index), idx.gather(1, by_index)
+    by_value = torch.sort(vals, dim=1, descending=True, stable=True).indices
+    return vals.gather(1, by_value), idx.gather(1, by_value)
+
+
+def _block_topk(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic top ``k`` of each row of a similarity block: (values, column indices), ties to lower column.
+
+    ``torch.topk`` picks arbitrarily among values tied with the k-th; asking for k + 1 shows which rows have such
+    a tie at the cut, and only those rows are ranked again with a stable full sort.
+    """
+    kk = min(k + 1, sim.shape[1])
+    vals, idx = torch.topk(sim, kk, dim=1)
+    if kk > k:
+        tied = torch.nonzero(vals[:, k - 1] == vals[:, k]).flatten()
+        vals, idx = vals[:, :k].contiguous(), idx[:, :k].contiguous()
+        if len(tied):
+            order = torch.sort(sim[tied], dim=1, descending=True, stable=True).indices[:, :k]
+            idx[tied] = order
+            vals[tied] = sim[tied].gather(1, order)
+    return _order(vals, idx)
+
+
+def _exact_topk(q: torch.Tensor, g: torch.Tensor, k: int, chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top ``k`` by inner product, never holding more than ``chunk_bytes`` of similarities at once."""
+    n_q, n_g = len(q), len(g)
+    # Whole gallery rows when 64 query rows of it fit the budget (any gallery up to ~1M videos at 256 MB);
+    # otherwise gallery blocks too, whose candidates are merged.
+    g_rows = n_g if 64 * n_g * 4 <= chunk_bytes else max(k + 1, chunk_bytes // (4 * 64))
+    q_rows = max(1, chunk_bytes // (4 * min(g_rows, n_g)))
+    out_v, out_i = torch.empty(n_q, k), torch.empty(n_q, k, dtype=torch.long)
+    for q0 in range(0, n_q, q_rows):
+        qb = q[q0:q0 + q_rows]
+        best: tuple[torch.Tensor, torch.Tensor] | None = None
+        for g0 in range(0, n_g, g_rows):
+            v, i = _block_topk(qb @ g[g0:g0 + g_rows].T, min(k, len(g[g0:g0 + g_rows])))
+            i = i + g0
+            if best is not None:
+                v, i = _order(torch.cat([best[0], v], 1), torch.cat([best[1], i], 1))
+            best = (v[:, :k], i[:, :k])
+        assert best is not None
+        out_v[q0:q0 + len(qb)], out_i[q0:q0 + len(qb)] = best
+    return out_v, out_i
+
+
+def _faiss_topk(q: torch.Tensor, g: torch.Tensor, k: int, chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top ``k`` from a faiss flat inner-product index (exact), ties broken as :func:`_exact_topk` does."""
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError("retrieve.index: faiss needs the faiss-cpu package (pip install faiss-cpu); "
+                          "or set retrieve.index: exact") from None
+    index = faiss.IndexFlatIP(g.shape[1])
+    index.add(g.numpy())
+    kk = min(k + 1, len(g))
+    v, i = index.search(q.numpy(), kk)
+    vals, idx = torch.from_numpy(v), torch.from_numpy(i).long()
+    if kk > k:
+        # A tie at the cut: faiss's choice among tied entries is its own; rank those rows exactly instead.
+        tied = torch.nonzero(vals[:, k - 1] == vals[:, k]).flatten()
+        vals, idx = vals[:, :k].contiguous(), idx[:, :k].contiguous()
+        if len(tied):
+            vals[tied], idx[tied] = _exact_topk(q[tied], g, k, chunk_bytes)
+    return _order(vals, idx)
+
+
+INDEXES = ("exact", "faiss")
+
+
+def topk_neighbours(queries: np.ndarray | torch.Tensor, gallery: np.ndarray | torch.Tensor, k: int, *,
+                    index: str = "exact", chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's ``k`` nearest gallery rows by cosine similarity: (Q×k similarities, Q×k gallery indices).
+
+    Ranked by similarity descending, ties by gallery index ascending, in blocks of at most ``chunk_bytes``.
+    ``index``: "exact" (torch, chunked) or "faiss" (a flat inner-product index; exact as well, needs faiss-cpu).
+    ``k`` larger than the gallery returns the whole gallery ranked.
+
+    Raises:
+        NonFiniteFeatures: if either set holds NaN or Inf.
+        ValueError: on k < 1, an empty gallery, mismatched widths or an unknown index.
+    """
+    if k < 1:
+        raise ValueError(f"top-k needs k >= 1, got {k}")
+    if index not in INDEXES:
+        raise ValueError(f"retrieve.index: unknown index {index!r}; choose from {list(INDEXES)}")
+    check_finite(queries, "queries")
+    check_finite(gallery, "gallery")
+    if len(gallery) == 0:
+        raise ValueError("retrieval gallery is empty; the train list has no videos")
+    q, g = unit_rows(queries), unit_rows(gallery)
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"query features are {q.shape[1]}-d but gallery features {g.shape[1]}-d")
+    k = min(k, len(g))
+    vals, idx = (_faiss_topk if index == "faiss" else _exact_topk)(q, g, k, chunk_bytes)
+    if not bool(torch.isfinite(vals).all()):  # topk ranks NaN first, so any NaN similarity shows up here
+        raise NonFiniteFeatures("retrieval: non-finite similarities; no score is computed from them")
+    return vals.numpy(), idx.numpy()
+
+
+def check_ks(ks: Sequence[int]) -> list[int]:
+    """The top-k cut-offs, checked: at least one, each >= 1."""
+    ks = list(ks)
+    if not ks or any(int(k) != k or k < 1 for k in ks):
+        raise ValueError(f"retrieve.topk {ks}: give one or more whole numbers >= 1, e.g. [1, 5, 10, 20, 50]")
+    return ks
+
+
+def retrieval_hits(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray,
+                   query_labels: np.ndarray, k: int, *, index: str = "exact",
+                   chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray]:
+    """(Q×k bool: the i-th neighbour shares the query's label, Q×k gallery indices of the neighbours)."""
+    _, idx = topk_neighbours(queries, gallery, k, index=index, chunk_bytes=chunk_bytes)
+    return np.asarray(gallery_labels)[idx] == np.asarray(query_labels)[:, None], idx
+
+
+def topk_curve(hits: np.ndarray) -> np.ndarray:
+    """Top-k accuracy for every k from 1 to hits' width: a query counts from its first hit on."""
+    return np.logical_or.accumulate(hits, axis=1).mean(axis=0)
 
 
 def topk_retrieval(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray,
-                   query_labels: np.ndarray, ks: Sequence[int]) -> dict[int, float]:
+                   query_labels: np.ndarray, ks: Sequence[int], *, index: str = "exact",
+                   chunk_bytes: int = CHUNK_BYTES) -> dict[int, float]:
     """Top-k retrieval accuracy: a query hits at k if any of its k nearest gallery videos shares its label.
 
-    Ranking is by cosine distance, ascending (VCOP/IIC; test videos query the train videos). Ties keep
-    gallery order (stable sort), so results do not depend on the platform.
-    """
-    sim = cosine_similarity(queries, gallery)
-    order = np.argsort(-sim, axis=1, kind="stable")
-    hits = gallery_labels[order] == query_labels[:, None]
-    return {k: float(hits[:, : min(k, hits.shape[1])].any(axis=1).mean()) for k in ks}
+    Ranking is by cosine similarity, descending (VCOP/IIC; test videos query the train videos); equal
+    similarities rank by gallery order, so results do not depend on the platform, chunking or index.
 
+    Raises:
+        NonFiniteFeatures: if either feature set holds NaN or Inf.
+        ValueError: on an empty ``ks`` or a k < 1.
+    """
+    ks = check_ks(ks)
+    hits, _ = retrieval_hits(gallery, gallery_labels, queries, query_labels, max(ks), index=index,
+                             chunk_bytes=chunk_bytes)
+    curve = topk_curve(hits)
+    return {k: float(curve[min(k, len(curve)) - 1]) for k in ks}
 
 def save_features(path: Path, feats: np.ndarray, labels: np.ndarray, ids: Sequence[str]) -> None:
     """Features as a compressed .npz (features, labels, video_ids), written atomically."""

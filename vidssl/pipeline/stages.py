@@ -130,10 +130,17 @@ class Prefixed:
 
 
 def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, features: Path) -> dict[str, float]:
-    """Retrieval top-k of one backbone (``weights`` None = random init with the pretraining seed)."""
+    """Retrieval top-k of one backbone (``weights`` None = random init with the pretraining seed).
+
+    The gallery is the whole training split (``pretrain.csv``: the fine-tune train list plus the videos held out
+    for validation), as the seeds rank test videos against every train video.
+
+    Raises:
+        NonFiniteFeatures: if a video's feature holds NaN or Inf (named), before anything is scored.
+    """
     from vidssl.engine import ddp
     from vidssl.data.clips import read_list, usable_records
-    from vidssl.evaluation.retrieval import center, save_features, topk_retrieval, video_features
+    from vidssl.evaluation.retrieval import check_finite, center, save_features, topk_retrieval, video_features
     from vidssl.methods.registry import build_method
     from vidssl.engine.train import build_model_backbone, clip_spec, device, load_backbone, seed_all
 
@@ -144,17 +151,21 @@ def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, feature
         load_backbone(backbone, weights)
     spec = clip_spec(cfg)
     # the videos the datasets read (clip.short_videos: drop leaves short ones out), so saved ids match features
-    train, test = (usable_records(read_list(lists_dir / f"{n}.csv"), spec) for n in ("train", "test"))
+    train, test = (usable_records(read_list(lists_dir / f"{n}.csv"), spec) for n in ("pretrain", "test"))
     method = build_method(cfg.pretrain.method, backbone, cfg, n_samples=len(train)).to(device())
     r = cfg.retrieve
     kw = dict(n_clips=r.clips, feature=r.feature, merged=r.merged, workers=r.workers)
     g_feat, g_lab = video_features(method, train, spec, **kw)
     q_feat, q_lab = video_features(method, test, spec, **kw)
+    name = "random init" if weights is None else str(weights)
+    check_finite(g_feat, f"retrieval gallery features of {name}", [v.video_id for v in train])
+    check_finite(q_feat, f"retrieval query features of {name}", [v.video_id for v in test])
     save_features(features / "train.npz", g_feat, g_lab, [v.video_id for v in train])
     save_features(features / "test.npz", q_feat, q_lab, [v.video_id for v in test])
     if r.center:  # CoCLR/DualVar: each set minus its own mean, then cosine
         g_feat, q_feat = center(g_feat), center(q_feat)
-    return {f"top{k}": v for k, v in topk_retrieval(g_feat, g_lab, q_feat, q_lab, r.topk).items()}
+    acc = topk_retrieval(g_feat, g_lab, q_feat, q_lab, r.topk, index=r.index, chunk_bytes=r.chunk_mb * 2**20)
+    return {f"top{k}": v for k, v in acc.items()}
 
 
 @locked_stage("retrieve")
