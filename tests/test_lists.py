@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +13,25 @@ import pytest
 from vidssl.data.lists import COLUMNS, read_hmdb51_split, read_ucf101_split, write_lists
 from vidssl.data.store import write_pack
 
-REAL = Path("/work/shared/data/real")
+REAL = Path(__file__).parent / "data" / "real"  # split 1 files and a few clips (data/real/SOURCES.md)
 UCF_SPLITS = REAL / "ucf101" / "ucfTrainTestlist"
 HMDB_SPLITS = REAL / "hmdb51" / "testTrainMulti_7030_splits"
+# splits 2 and 3 only where the full sample set is (kept out of the repository for size)
+FULL = Path(os.environ.get("VIDSSL_REAL_DATA", "/work/shared/data/real"))
 needs_real = pytest.mark.skipif(
     not UCF_SPLITS.is_dir() or not HMDB_SPLITS.is_dir(), reason="real split files absent"
 )
+
+
+def _splits(dataset_dir: str, split: int) -> Path:
+    """The split folder holding split ``split``: the repository's copy for 1, the full sample set for 2-3."""
+    here = {"ucf": UCF_SPLITS, "hmdb": HMDB_SPLITS}[dataset_dir]
+    if split == 1:
+        return here
+    there = FULL / here.relative_to(REAL)
+    if not there.is_dir():
+        pytest.skip(f"split {split} files are only in the full sample set ({FULL})")
+    return there
 # A test video whose file name spells the class differently from its folder (UCF101 quirk), and a train
 # video stored with yet another casing: both must still match.
 QUIRK_TEST = ("HandstandPushups", "v_HandStandPushups_g01_c01")
@@ -47,14 +61,15 @@ def _read_csv(path: Path) -> list[dict]:
 @needs_real
 @pytest.mark.parametrize("split, n_train, n_test", [(1, 9537, 3783), (2, 9586, 3734), (3, 9624, 3696)])
 def test_real_ucf101_split_sizes(split: int, n_train: int, n_test: int) -> None:
-    classes, entries = read_ucf101_split(UCF_SPLITS, split)
+    split_dir = _splits("ucf", split)
+    classes, entries = read_ucf101_split(split_dir, split)
     assert len(classes) == 101 and classes[0] == "ApplyEyeMakeup" and classes[-1] == "YoYo"
     assert sum(e.subset == "train" for e in entries) == n_train
     assert sum(e.subset == "test" for e in entries) == n_test
     assert {e.label for e in entries} == set(range(101))
     assert all(classes[e.label].lower() == e.folder.lower() and not e.stem.endswith(".avi") for e in entries)
     # The official files really are CRLF: the parser must not leave '\r' in names.
-    raw = (UCF_SPLITS / f"trainlist{split:02d}.txt").read_bytes()
+    raw = (split_dir / f"trainlist{split:02d}.txt").read_bytes()
     assert raw.count(b"\r\n") == n_train == raw.count(b"\n")
     assert not any("\r" in e.stem or "\r" in e.folder for e in entries)
 
@@ -109,7 +124,9 @@ def test_write_lists_against_a_fake_store(tmp_path: Path, monkeypatch: pytest.Mo
 
 @needs_real
 def test_val_is_seeded_and_disjoint_from_train(tmp_path: Path) -> None:
-    _fake_store(tmp_path / "frames", [(r["label"], Path(r["path"]).stem) for r in _manifest("ucf101")])
+    _, entries = read_ucf101_split(UCF_SPLITS, 1)
+    train = [(e.folder, e.stem) for e in entries if e.subset == "train"][::500]
+    _fake_store(tmp_path / "frames", train + [next((e.folder, e.stem) for e in entries if e.subset == "test")])
 
     def lists(seed: int, name: str) -> dict[str, list[str]]:
         write_lists(tmp_path / "frames", UCF_SPLITS, tmp_path / name, val_videos=4, seed=seed)
@@ -129,7 +146,7 @@ def test_val_is_seeded_and_disjoint_from_train(tmp_path: Path) -> None:
 @needs_real
 @pytest.mark.parametrize("split", [1, 2, 3])
 def test_real_hmdb51_split_sizes(split: int) -> None:
-    classes, entries = read_hmdb51_split(HMDB_SPLITS, split)
+    classes, entries = read_hmdb51_split(_splits("hmdb", split), split)
     assert len(classes) == 51 and classes == sorted(classes) and "class_list" not in " ".join(classes)
     assert (
         sum(e.subset == "train" for e in entries) == 3570 and sum(e.subset == "test" for e in entries) == 1530
@@ -222,3 +239,142 @@ def test_lists_from_motionshapes(tmp_path: Path) -> None:
     rows = _read_csv(tmp_path / "lists" / "pretrain.csv")
     assert all(r["video_id"].startswith(r["class_name"] + "/") for r in rows)
     assert sorted({int(r["label"]) for r in rows}) == list(range(8))
+
+
+# ---------------------------------------------------------------- dataset adapters on real clips
+
+
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository's real clips (UCF101 .avi, HMDB51 names with '+' and '!', Kinetics .mp4/.mkv at 25/30 fps)
+    extracted at 32 px; Kinetics under a label spelled with a space and a youtube-id file name."""
+    import shutil
+
+    from vidssl.data.extract import extract_videos
+
+    root = tmp_path_factory.mktemp("real_store")
+    for row in _manifest("ucf101") + _manifest("hmdb51") + _manifest("kinetics400"):
+        dst = root / "src" / row["dataset"] / row["label"] / Path(row["path"]).name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REAL / row["path"], dst)
+    k400 = root / "src" / "kinetics400"
+    (k400 / "arm_wrestling").rename(k400 / "arm wrestling")  # as some Kinetics downloads spell class folders
+    (k400 / "flipping_pancake/flipping_a_pancake.mkv").rename(k400 / "flipping_pancake/pAnC4ke_000010_000020.mkv")
+    for dataset in ("ucf101", "hmdb51", "kinetics400"):
+        rep = extract_videos(root / "src" / dataset, root / "frames" / dataset, short_side=32, workers=2,
+                             progress=False)
+        assert rep["counts"]["quarantined"] == 0
+    return root / "frames"
+
+
+@needs_real
+def test_ucf101_adapter_on_real_clips_reports_the_missing(real_store: Path, tmp_path: Path) -> None:
+    from vidssl.data.lists import MissingVideosError
+
+    with pytest.raises(MissingVideosError, match=r"13318 of 13320 videos .*lists.max_missing=0.05"):
+        write_lists(real_store / "ucf101", UCF_SPLITS, tmp_path / "strict", fmt="ucf101", max_missing=0.05)
+    report = json.loads((tmp_path / "strict" / "lists.json").read_text())
+    assert report["missing"]["count"] == len(report["missing"]["videos"]) == 13318
+    assert report["missing"]["videos"][0]["listed_at"].endswith("trainlist01.txt:1")
+    assert not (tmp_path / "strict" / "train.csv").exists()
+    summary = write_lists(real_store / "ucf101", UCF_SPLITS, tmp_path / "lists", fmt="ucf101", max_missing=1.0)
+    assert summary["counts"] == {"pretrain": 1, "train": 1, "val": 0, "test": 1}
+    [train] = _read_csv(tmp_path / "lists" / "train.csv")
+    assert train["video_id"] == "ApplyLipstick/v_ApplyLipstick_g21_c01" and train["label"] == "1"
+    assert int(train["n_frames"]) == 85  # the manifest's frame count
+
+
+@needs_real
+def test_hmdb51_adapter_on_real_clips(real_store: Path, tmp_path: Path) -> None:
+    summary = write_lists(real_store / "hmdb51", HMDB_SPLITS, tmp_path / "lists", fmt="hmdb51", max_missing=1.0)
+    rows = _read_csv(tmp_path / "lists" / "pretrain.csv")
+    assert summary["counts"]["pretrain"] == 2 and summary["counts"]["test"] == 1  # as the manifest says
+    ids = {r["video_id"] for r in rows}
+    assert "golf/Golf_Tips_-_Hit_The_Driver_300+_Yards!!!_golf_f_nm_np1_fr_med_0" in ids
+    classes, _ = read_hmdb51_split(HMDB_SPLITS, 1)
+    assert all(int(r["label"]) == classes.index(r["class_name"]) for r in rows)
+
+
+@needs_real
+def test_kinetics400_adapter_reads_the_official_csv(real_store: Path, tmp_path: Path) -> None:
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    head = "label,youtube_id,time_start,time_end,split\n"
+    (ann / "train.csv").write_text(head + "arm wrestling,mmaction2_demo,0,10,train\nabseiling,gone0000000,5,15,train\n"
+                                   "flipping pancake,zzz,1,11,train\n")
+    (ann / "validate.csv").write_text(head + "flipping pancake,pAnC4ke,10,20,val\n")
+    summary = write_lists(real_store / "kinetics400", ann, tmp_path / "lists", fmt="kinetics400", max_missing=0.5)
+    assert summary["missing"]["count"] == 2 and summary["n_classes"] == 3
+    [train] = _read_csv(tmp_path / "lists" / "train.csv")
+    [test] = _read_csv(tmp_path / "lists" / "test.csv")
+    assert (train["video_id"], train["class_name"]) == ("arm wrestling/mmaction2_demo", "arm wrestling")
+    assert (test["video_id"], test["label"]) == ("flipping_pancake/pAnC4ke_000010_000020", "2")
+    (ann / "validate.csv").write_text(head + "juggling fire,abc,0,10,val\n")
+    with pytest.raises(ValueError, match=r"validate.csv:2: label 'juggling fire' is in no row of"):
+        write_lists(real_store / "kinetics400", ann, tmp_path / "lists", fmt="kinetics400", max_missing=1.0)
+
+
+@needs_real
+def test_kinetics400_without_annotations_uses_class_folders(real_store: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    # each video's draw is sha256(<class>/<video>) as a fraction of 2**64: a fraction between the two holds one out
+    videos = ["arm wrestling/mmaction2_demo", "flipping_pancake/pAnC4ke_000010_000020"]
+    draws = sorted(int.from_bytes(hashlib.sha256(v.encode()).digest()[:8], "big") / 2**64 for v in videos)
+    held = next(v for v in videos if int.from_bytes(hashlib.sha256(v.encode()).digest()[:8], "big") / 2**64
+                == draws[0])
+    fraction = (draws[0] + draws[1]) / 2
+    summary = write_lists(real_store / "kinetics400", tmp_path / "none", tmp_path / "lists", fmt="kinetics400",
+                          test_fraction=fraction)
+    assert summary["n_classes"] == 2 and summary["missing"]["count"] == 0
+    assert [r["video_id"] for r in _read_csv(tmp_path / "lists" / "test.csv")] == [held]
+    again = write_lists(real_store / "kinetics400", tmp_path / "none", tmp_path / "again", fmt="folders",
+                        test_fraction=fraction)
+    assert again["counts"] == summary["counts"] == {"pretrain": 1, "train": 1, "val": 0, "test": 1}
+
+
+def test_folders_with_split_files_and_odd_names(tmp_path: Path) -> None:
+    names = [("Climb Up", "(HQ)_Rock Climbing_+_fast!!"), ("Climb Up", "b"), ("dive", "c d"), ("dive", "e")]
+    _fake_store(tmp_path / "frames", names)
+    split = tmp_path / "splits"
+    split.mkdir()
+    (split / "train.txt").write_bytes(b"Climb Up/(HQ)_Rock Climbing_+_fast!!.avi\r\ndive/e.webm\r\n")
+    (split / "test.txt").write_bytes(b"climb_up/b.mp4\r\ndive/c d.mkv\r\ndive/absent.mp4\r\n")
+    summary = write_lists(tmp_path / "frames", split, tmp_path / "lists", fmt="folders", max_missing=0.25)
+    assert summary["counts"] == {"pretrain": 2, "train": 2, "val": 0, "test": 2}
+    assert summary["missing"]["videos"] == [{"video": "dive/absent", "subset": "test",
+                                             "listed_at": f"{split / 'test.txt'}:3"}]
+    rows = _read_csv(tmp_path / "lists" / "train.csv")
+    assert [r["video_id"] for r in rows] == ["Climb Up/(HQ)_Rock Climbing_+_fast!!", "dive/e"]
+    (split / "test.txt").write_bytes(b"Swim/x.mp4\r\n")
+    with pytest.raises(ValueError, match=r"test.txt:1: class folder 'Swim' is not in the frame store"):
+        write_lists(tmp_path / "frames", split, tmp_path / "lists", fmt="folders")
+
+
+def test_diving48_json_adapter(tmp_path: Path) -> None:
+    _fake_store(tmp_path / "frames", [("rgb", "-mmq0PT-u8k_00000"), ("rgb", "0h0wtBgHmVk_00012"),
+                                      ("rgb", "zz_00001")])
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    vocab = [["Back", "15som", "05Twis", "FREE"], ["Back", "15som", "15Twis", "FREE"]]
+    (ann / "Diving48_vocab.json").write_text(json.dumps(vocab))
+    (ann / "Diving48_V2_train.json").write_text(json.dumps(
+        [{"vid_name": "-mmq0PT-u8k_00000", "label": 1, "start_frame": 0, "end_frame": 40},
+         {"vid_name": "zz_00001", "label": 0, "start_frame": 0, "end_frame": 40}]))
+    (ann / "Diving48_V2_test.json").write_text(json.dumps([{"vid_name": "0h0wtBgHmVk_00012", "label": 0}]))
+    summary = write_lists(tmp_path / "frames", ann, tmp_path / "lists", fmt="diving48")
+    assert summary["counts"]["test"] == 1 and summary["missing"]["count"] == 0
+    classes = _read_csv(tmp_path / "lists" / "classes.csv")
+    assert classes[1]["class_name"] == "Back 15som 15Twis FREE"
+    rows = {r["video_id"]: r["label"] for r in _read_csv(tmp_path / "lists" / "pretrain.csv")}
+    assert rows == {"rgb/zz_00001": "0", "rgb/-mmq0PT-u8k_00000": "1"}
+    (ann / "Diving48_V2_test.json").write_text(json.dumps([{"vid_name": "x", "label": 48}]))
+    with pytest.raises(ValueError, match=r"Diving48_V2_test.json: item 0: label 48 outside 0..1"):
+        write_lists(tmp_path / "frames", ann, tmp_path / "lists", fmt="diving48")
+
+
+def test_duplicate_row_names_file_and_line(tmp_path: Path) -> None:
+    split_dir = _ucf_like(tmp_path, "A/v_A_g02_c01.avi 1\r\nB/v_B_g01_c01.avi 2\r\nA/v_A_g02_c01.avi 1\r\n")
+    with pytest.raises(ValueError, match=r"trainlist01.txt:3: video A/v_A_g02_c01 is listed twice .*first at "
+                                         r".*trainlist01.txt:1"):
+        write_lists(tmp_path / "frames", split_dir, tmp_path / "lists")

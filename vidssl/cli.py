@@ -71,7 +71,7 @@ def lists(frames: Path = typer.Argument(..., help="frame store root"),
           split_dir: Path = typer.Argument(..., help="official split files folder"),
           out: Path = typer.Argument(..., help="output folder for the CSV lists"),
           split: Optional[int] = typer.Option(None, help="official split number (1-3)"),
-          dataset: Optional[str] = typer.Option(None, help="split file format: synthetic | ucf101 | hmdb51"),
+          dataset: Optional[str] = typer.Option(None, help="synthetic | ucf101 | hmdb51 | kinetics400 | diving48 | folders"),
           val_videos: Optional[int] = typer.Option(None, help="train videos held out for validation"),
           params: Path = PARAMS) -> None:
     """Write pretrain/train/val/test CSV lists from official split files and the frame store."""

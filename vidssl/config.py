@@ -21,7 +21,7 @@ from vidssl.params_base import Section as _Section
 
 
 class DataParams(_Section):
-    dataset: Literal["synthetic", "ucf101", "hmdb51"] = "synthetic"
+    dataset: Literal["synthetic", "ucf101", "hmdb51", "kinetics400", "diving48", "folders"] = "synthetic"
     raw_dir: str = "data/raw/videos"
     split_dir: str = "data/raw/splits"
     split: int = Field(1, ge=1, le=3)
@@ -48,6 +48,8 @@ class ExtractParams(_Section):
 
 class ListsParams(_Section):
     val_videos: int = Field(0, ge=0)
+    max_missing: float = Field(0.05, ge=0, le=1)  # fraction of split entries allowed without a pack
+    test_fraction: float = Field(0.3, gt=0, lt=1)  # folders datasets without split files: held-out share
 
 
 class ModelParams(_Section):

@@ -43,9 +43,9 @@ def run_extract(cfg: Params, src: Path, out: Path, report: Path, reset_on_change
 def run_lists(cfg: Params, frames: Path, split_dir: Path, out: Path) -> dict[str, Any]:
     from vidssl.data.lists import write_lists
 
-    fmt = "hmdb51" if cfg.data.dataset == "hmdb51" else "ucf101"
-    return write_lists(frames, split_dir, out, split=cfg.data.split, fmt=fmt, val_videos=cfg.lists.val_videos,
-                       seed=cfg.seed)
+    return write_lists(frames, split_dir, out, split=cfg.data.split, fmt=cfg.data.dataset,
+                       val_videos=cfg.lists.val_videos, seed=cfg.seed, max_missing=cfg.lists.max_missing,
+                       test_fraction=cfg.lists.test_fraction)
 
 
 @locked_stage("validate")
