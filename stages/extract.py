@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from vidssl.config import load_params
+from vidssl.data.extract import raise_on_bad_input
 from vidssl.entry import run_main
 from vidssl.io import write_json
 from vidssl.pipeline.stages import run_extract
@@ -15,6 +16,7 @@ def main() -> None:
     summary = run_extract(cfg, Path(cfg.data.raw_dir), Path("data/frames"), Path("data/frames/extract.json"),
                           reset_on_change=True, timings=False)
     write_json("reports/extract.json", summary)
+    raise_on_bad_input(summary, cfg.extract.fail_on_bad_input, Path("reports/extract.json"))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -385,3 +386,126 @@ def test_frames_do_not_depend_on_the_cpus_simd(tmp_path: Path, short_side: int) 
     # the control: ffmpeg's own defaults do depend on the SIMD paths, so the check above can fail
     simd, plain = both(ffmpeg_args(next(iter(clips)), short_side=short_side, fps=0, quality=90, bitexact=False))
     assert simd != plain
+
+
+# ---------------------------------------------------------------- machine faults are not bad videos
+
+
+def _three_clips(src: Path) -> None:
+    for i in range(3):
+        make_clip(src / "A" / f"v{i}.mp4", seconds=0.5)
+
+
+@pytest.mark.parametrize("code, words", [
+    (28, "No space left on device (ENOSPC); free disk space"),  # errno.ENOSPC
+    (13, "Permission denied (EACCES); fix the permissions"),
+    (30, "Read-only file system (EROFS); point the frame store at a writable file system"),
+])
+def test_a_machine_fault_writing_packs_stops_without_quarantine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                code: int, words: str) -> None:
+    import vidssl.data.extract as ex
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    _three_clips(src)
+    real, calls = ex.write_pack, []
+
+    def failing(path, frames, **kw):  # the second pack hits the fault, as a disk filling up would
+        calls.append(path)
+        if len(calls) == 2:
+            list(frames)
+            raise OSError(code, os.strerror(code), str(path))
+        return real(path, frames, **kw)
+
+    monkeypatch.setattr(ex, "write_pack", failing)
+    with pytest.raises(ex.EnvironmentFault, match=re.escape(words)) as err:
+        extract_videos(src, out, short_side=32, workers=1, progress=False)
+    assert err.value.exit_code == ex.EXIT_ENVIRONMENT == 74
+    assert "no video was quarantined" in str(err.value) and str(calls[1]) in str(err.value)
+    packs = sorted(p.name for p in out.rglob("*.zip"))  # finished packs stay (a video already running finishes)
+    assert "v0.zip" in packs and "v1.zip" not in packs
+    monkeypatch.setattr(ex, "write_pack", real)  # the disk has room again: the rerun resumes
+    rep = extract_videos(src, out, short_side=32, workers=1, progress=False)
+    assert rep["counts"]["quarantined"] == 0 and rep["counts"]["skipped"] == len(packs)
+
+
+def test_out_of_file_handles_and_unreadable_source_are_machine_faults(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import vidssl.data.decode as dec
+    import vidssl.data.extract as ex
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    _three_clips(src)
+
+    real_popen = dec.subprocess.Popen
+
+    def no_handles(args, *a, **k):  # only the decoding ffmpeg (its version query still runs)
+        if "pipe:" in args:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_popen(args, *a, **k)
+
+    monkeypatch.setattr(dec.subprocess, "Popen", no_handles)
+    with pytest.raises(ex.EnvironmentFault, match=r"Too many open files \(EMFILE\); raise the open-file limit"):
+        extract_videos(src, out, short_side=32, workers=2, progress=False)
+    monkeypatch.undo()
+
+    real_open = open
+
+    def denied(path, *a, **k):
+        if str(path).endswith("v1.mp4"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr("builtins.open", denied)
+    with pytest.raises(ex.EnvironmentFault, match=r"reading .*v1.mp4: Permission denied \(EACCES\); fix"):
+        extract_videos(src, out, short_side=32, workers=1, progress=False)
+    assert not (out / "extract.json").exists() or "quarantined" not in (out / "extract.json").read_text()
+
+
+def test_a_read_only_store_stops_before_any_video(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import tempfile
+
+    import vidssl.data.extract as ex
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    _three_clips(src)
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(out))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    with pytest.raises(ex.EnvironmentFault, match=r"preparing the frame store .*Read-only file system \(EROFS\)"):
+        extract_videos(src, out, short_side=32, workers=1, progress=False)
+    assert not list(out.rglob("*.zip"))
+
+
+def test_cli_exit_codes_for_bad_input_and_machine_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from typer.testing import CliRunner
+
+    import vidssl.data.extract as ex
+    from vidssl.cli import app
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_clip(src / "A" / "good.mp4", seconds=0.5)
+    (src / "A" / "zero.avi").write_bytes(b"")
+    runner = CliRunner()
+    base = ["extract", str(src), str(out), "--short-side", "32", "--params", str(tmp_path / "none.yaml")]
+    ok = runner.invoke(app, base)
+    assert ok.exit_code == 0, ok.output  # quarantine alone is not fatal by default
+    bad = runner.invoke(app, base + ["--fail-on-bad-input"])
+    assert bad.exit_code == ex.EXIT_BAD_INPUT == 3
+    assert "1 video(s) quarantined, e.g. A/zero.avi" in bad.output and "Traceback" not in bad.output
+    counts = json.loads((out / "extract.json").read_text())["counts"]  # written before exiting
+    assert counts == {"extracted": 0, "skipped": 1, "quarantined": 1}
+
+    def full(path, frames, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(ex, "write_pack", full)
+    (src / "A" / "new.mp4").write_bytes((src / "A" / "good.mp4").read_bytes())
+    env = runner.invoke(app, base)
+    assert env.exit_code == 74 and "No space left on device (ENOSPC)" in env.output and "Traceback" not in env.output

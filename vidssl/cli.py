@@ -55,14 +55,24 @@ def extract(src: Path = typer.Argument(..., help="class-folder videos: SRC/<clas
             fps: Optional[float] = typer.Option(None, help="frame rate (0 = native)"),
             workers: Optional[int] = typer.Option(None, help="videos decoded in parallel"),
             report: Optional[Path] = typer.Option(None, help="JSON report path (default OUT/extract.json)"),
+            fail_on_bad_input: Optional[bool] = typer.Option(
+                None, "--fail-on-bad-input/--allow-bad-input",
+                help="exit 3 when any video was quarantined (default: extract.fail_on_bad_input)"),
             params: Path = PARAMS) -> None:
-    """Decode every video into one ZIP of JPEG frames per video; resumable; bad files are quarantined."""
+    """Decode every video into one ZIP of JPEG frames per video; resumable; bad files are quarantined.
+
+    Exit codes: 0 done; 3 videos quarantined and --fail-on-bad-input; 74 a machine fault (disk full, permissions,
+    open-file limit, read-only store: nothing quarantined, rerun resumes); 2 a bad argument."""
+    from vidssl.data.extract import raise_on_bad_input
     from vidssl.pipeline.stages import run_extract
 
     def go() -> None:
-        cfg = _cfg(params, extract={"short_side": short_side, "fps": fps, "workers": workers})
-        counts = run_extract(cfg, src, out, report or out / "extract.json")["counts"]
-        typer.echo(f"extract: {counts}")
+        cfg = _cfg(params, extract={"short_side": short_side, "fps": fps, "workers": workers,
+                                    "fail_on_bad_input": fail_on_bad_input})
+        rep = report or out / "extract.json"
+        result = run_extract(cfg, src, out, rep)
+        typer.echo(f"extract: {result['counts']}")
+        raise_on_bad_input(result, cfg.extract.fail_on_bad_input, rep)
     run_main(go)
 
 

@@ -44,6 +44,7 @@ class ExtractParams(_Section):
     fps: float = Field(0.0, ge=0)
     workers: int = Field(2, ge=1)
     quality: int = Field(90, ge=1, le=100)
+    fail_on_bad_input: bool = False  # quarantined videos stop the run with exit code 3 (after the store is written)
 
 
 class ListsParams(_Section):

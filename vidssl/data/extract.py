@@ -10,9 +10,11 @@ status "extracted", ffmpeg's error lines in ``warnings``; the validate stage can
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import tempfile
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -30,6 +32,45 @@ VIDEO_EXTS = frozenset({".avi", ".mp4", ".mkv", ".webm"})
 JPEG_EXTS = frozenset({".jpg", ".jpeg"})
 LAYOUT = "src/<class>/<video>.avi|.mp4|.mkv|.webm, or src/<class>/<video>/*.jpg for extracted frames"
 _OUTPUT_PARAMS = ("short_side", "fps", "quality", "encoding")
+# Exit codes (sysexits-style, beside the workspace lock's 75): bad input quarantined while params ask to fail on
+# it, and a fault of the machine (disk full, no permission, out of file handles, read-only store).
+EXIT_BAD_INPUT = 3
+EXIT_ENVIRONMENT = 74  # EX_IOERR
+# errno values that say the machine, not the video, is at fault: such a video is never quarantined
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE,
+                                errno.EROFS, errno.EIO, errno.ENOMEM})
+_ENV_FIX = {
+    errno.ENOSPC: "free disk space on the frame store's file system", errno.EDQUOT: "raise the disk quota",
+    errno.EACCES: "fix the permissions", errno.EPERM: "fix the permissions",
+    errno.EMFILE: "raise the open-file limit (ulimit -n) or lower extract.workers",
+    errno.ENFILE: "close other programs or raise the system's open-file limit",
+    errno.EROFS: "point the frame store at a writable file system", errno.EIO: "check the disk",
+    errno.ENOMEM: "lower extract.workers or free memory",
+}
+
+
+class EnvironmentFault(RuntimeError):
+    """The machine stopped extraction (disk full, permissions, file handles, read-only store): no video is at
+    fault, so none is quarantined; packs already written are kept and a rerun resumes."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class BadInputError(RuntimeError):
+    """Videos were quarantined and ``extract.fail_on_bad_input`` asks to stop on it (the store is complete)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+def environment_fault(exc: BaseException, doing: str) -> EnvironmentFault | None:
+    """An :class:`EnvironmentFault` naming the cause and the fix if ``exc`` is one, else None."""
+    code = getattr(exc, "errno", None)
+    if not isinstance(exc, OSError) or code not in ENVIRONMENT_ERRNOS:
+        return None
+    where = f" at {exc.filename}" if exc.filename and str(exc.filename) not in doing else ""
+    return EnvironmentFault(f"{doing}: {exc.strerror or exc} ({errno.errorcode.get(code, code)}){where}; "
+                            f"{_ENV_FIX.get(code, 'fix the machine')}, then rerun: finished packs are kept and no "
+                            "video was quarantined")
 
 
 @dataclass(frozen=True)
@@ -120,6 +161,8 @@ def extract_one(item: VideoInput, out: Path, *, short_side: int, fps: float, qua
     try:
         source = source_digest(item)
     except OSError as exc:
+        if fault := environment_fault(exc, f"reading {item.path}"):
+            raise fault from exc
         source = None
         rec = _record(item, "quarantined", 0, error=f"cannot read {item.path}: {exc}")
     else:
@@ -134,6 +177,8 @@ def extract_one(item: VideoInput, out: Path, *, short_side: int, fps: float, qua
                                                    quality=quality, warnings=rec["warnings"]), source=source)
             rec.update(status="extracted", n_frames=n)
         except (DecodeError, OSError, ValueError) as exc:
+            if fault := environment_fault(exc, f"writing {pack} from {item.path}"):
+                raise fault from exc
             rec = _record(item, "quarantined", 0, error=str(exc), source=source)
     if rec["status"] == "quarantined":
         pack.unlink(missing_ok=True)
@@ -215,9 +260,14 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
         raise FileNotFoundError(f"no videos found in {src}; expected {LAYOUT}")
     params = {"short_side": short_side, "fps": fps, "quality": quality, "encoding": encoding(), "workers": workers}
     _check_resume(report, out, params, reset_on_change)
-    out.mkdir(parents=True, exist_ok=True)
-    if n_stale := remove_stale_tmp(out):
-        log.info("removed %d temporary files left by an interrupted run in %s", n_stale, out)
+    try:  # a read-only or full store stops here, before any video is tried
+        out.mkdir(parents=True, exist_ok=True)
+        if n_stale := remove_stale_tmp(out):
+            log.info("removed %d temporary files left by an interrupted run in %s", n_stale, out)
+        with tempfile.TemporaryFile(dir=out):  # unnamed where the OS allows: nothing left in the store
+            pass
+    except OSError as exc:
+        raise (environment_fault(exc, f"preparing the frame store {out}") or exc) from exc
 
     records = _dedupe(items)
     todo = [it for it in items if it.video not in records]
@@ -237,7 +287,10 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
     videos = [records[k] for k in sorted(records)]
     counts = _counts(videos)
     result = {"src": str(src), "out": str(out), "params": params, "counts": counts, "videos": videos}
-    write_json(report, result if timings else _manifest(result))
+    try:
+        write_json(report, result if timings else _manifest(result))
+    except OSError as exc:
+        raise (environment_fault(exc, f"writing the report {report}") or exc) from exc
     log.info("extract: %s -> %s: %s", src, out, counts)
     if counts["quarantined"]:
         log.warning(
@@ -246,6 +299,19 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
             counts["quarantined"], out, report,
         )
     return result
+
+
+def raise_on_bad_input(result: dict[str, Any], fail: bool, report: Path) -> None:
+    """With ``fail`` (``extract.fail_on_bad_input``), stop with exit code 3 when anything was quarantined.
+
+    Called after every output is written, so the store stays complete and a rerun resumes.
+    """
+    bad = [r for r in result["videos"] if r["status"] == "quarantined"]
+    if fail and bad:
+        first = bad[0]["error"].splitlines()[0] if bad[0]["error"] else "unknown"
+        raise BadInputError(f"{len(bad)} video(s) quarantined, e.g. {bad[0]['video']}: {first}; each one's reason is "
+                            f"in {report}. Replace or remove them, or set extract.fail_on_bad_input: false to go on "
+                            "without them")
 
 
 def _remove_orphans(out: Path, records: dict[str, dict[str, Any]]) -> None:
