@@ -509,3 +509,76 @@ def test_cli_exit_codes_for_bad_input_and_machine_faults(tmp_path: Path, monkeyp
     (src / "A" / "new.mp4").write_bytes((src / "A" / "good.mp4").read_bytes())
     env = runner.invoke(app, base)
     assert env.exit_code == 74 and "No space left on device (ENOSPC)" in env.output and "Traceback" not in env.output
+
+
+# ---------------------------------------------------------------- pre-extracted JPEG layouts
+
+
+def _frame_jpeg(i: int) -> bytes:
+    return simplejpeg.encode_jpeg(np.full((16, 24, 3), (37 * i) % 256, np.uint8), quality=85)
+
+
+@pytest.mark.parametrize("names, extra", [
+    ([f"img_{i:05d}.jpg" for i in range(1, 13)], []),  # the seeds' frames, 1-based
+    ([f"img_{i:05d}.jpg" for i in range(1, 13)],  # mmaction2 rawframes: flow beside the RGB frames
+     [f"flow_x_{i:05d}.jpg" for i in range(1, 12)] + [f"flow_y_{i:05d}.jpg" for i in range(1, 12)]),
+    ([f"image_{i:04d}.jpg" for i in range(1, 13)], []),
+    ([f"frame{i:03d}.jpg" for i in range(0, 12)], []),  # 0-based
+    ([f"{i:06d}.jpeg" for i in range(0, 12)], ["x_000001.jpg", "y_000001.jpg"]),  # denseflow's x_/y_ beside
+    ([f"img_{i}.jpg" for i in range(1, 13)], []),  # no padding: img_10 must follow img_9
+])
+def test_jpeg_layouts_pack_in_numeric_order_bytes_copied(tmp_path: Path, names: list[str], extra: list[str]) -> None:
+    folder = tmp_path / "src/cls/vid"
+    folder.mkdir(parents=True)
+    for i, name in enumerate(names):
+        (folder / name).write_bytes(_frame_jpeg(i))
+    for name in extra:
+        (folder / name).write_bytes(_frame_jpeg(200))
+    rep = extract_videos(tmp_path / "src", tmp_path / "out", progress=False)
+    [rec] = rep["videos"]
+    assert rec["status"] == "extracted" and rec["n_frames"] == 12 and rec["warnings"] == []
+    with zipfile.ZipFile(tmp_path / "out/cls/vid.zip") as zf:
+        assert [zf.read(f"{i:06d}.jpg") for i in range(12)] == [_frame_jpeg(i) for i in range(12)]
+
+
+def test_a_gap_in_the_numbering_is_reported_and_bad_names_quarantined(tmp_path: Path) -> None:
+    gap = tmp_path / "src/cls/gap"
+    gap.mkdir(parents=True)
+    for i in (1, 2, 3, 7, 8):
+        (gap / f"img_{i:05d}.jpg").write_bytes(_frame_jpeg(i))
+    twice = tmp_path / "src/cls/twice"
+    twice.mkdir()
+    for name in ("img_1.jpg", "img_01.jpg", "img_2.jpg"):
+        (twice / name).write_bytes(_frame_jpeg(1))
+    unnamed = tmp_path / "src/cls/unnamed"
+    unnamed.mkdir()
+    (unnamed / "cover.jpg").write_bytes(_frame_jpeg(1))
+    rep = {r["video_id"]: r for r in extract_videos(tmp_path / "src", tmp_path / "out", progress=False)["videos"]}
+    assert rep["gap"]["status"] == "extracted" and rep["gap"]["n_frames"] == 5
+    assert rep["gap"]["warnings"] == ["gap in the numbering: 3 frame(s) missing between img_00003.jpg and img_00007.jpg"]
+    assert rep["twice"]["status"] == "quarantined" and "frame number 1 twice" in rep["twice"]["error"]
+    assert rep["unnamed"]["status"] == "quarantined" and "without a frame number" in rep["unnamed"]["error"]
+
+
+def test_import_frames_command(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vidssl.cli import app
+
+    for vid, n in (("a", 3), ("b", 11)):
+        folder = tmp_path / "src" / "Cls" / vid
+        folder.mkdir(parents=True)
+        for i in range(1, n + 1):
+            if (vid, i) != ("b", 5):
+                (folder / f"img_{i}.jpg").write_bytes(_frame_jpeg(i))
+    make_clip(tmp_path / "src" / "Cls" / "video.mp4", seconds=0.3)
+    res = CliRunner().invoke(app, ["import-frames", str(tmp_path / "src"), str(tmp_path / "out"),
+                                   "--params", str(tmp_path / "none.yaml")])
+    assert res.exit_code == 0, res.output
+    assert "'extracted': 2" in res.output and "1 with gaps in their numbering" in res.output
+    assert sorted(p.name for p in (tmp_path / "out" / "Cls").iterdir()) == ["a.zip", "b.zip"]  # the video is left
+    with FramePack(tmp_path / "out/Cls/b.zip") as fp:
+        assert len(fp) == 10
+    empty = CliRunner().invoke(app, ["import-frames", str(tmp_path / "src" / "Cls"), str(tmp_path / "o2"),
+                                     "--params", str(tmp_path / "none.yaml")])
+    assert empty.exit_code == 2 and "no JPEG frame folders found" in empty.output

@@ -76,6 +76,26 @@ def extract(src: Path = typer.Argument(..., help="class-folder videos: SRC/<clas
     run_main(go)
 
 
+@app.command(name="import-frames")
+def import_frames(src: Path = typer.Argument(..., help="pre-extracted frames: SRC/<class>/<video>/img_00001.jpg"),
+                  out: Path = typer.Argument(..., help="frame store root"),
+                  report: Optional[Path] = typer.Option(None, help="JSON report path (default OUT/extract.json)"),
+                  params: Path = PARAMS) -> None:
+    """Pack pre-extracted JPEG frame folders (img_00001.jpg, image_0001.jpg, frame000.jpg, ...) into the frame store.
+
+    Frames go in numeric order with their bytes copied (no re-encoding); optical-flow files beside them are left
+    out; a gap in the numbering is reported. Resumable, like extract."""
+    from vidssl.data.extract import extract_videos
+
+    def go() -> None:
+        e = _cfg(params).extract
+        result = extract_videos(src, out, short_side=e.short_side, fps=e.fps, workers=e.workers, quality=e.quality,
+                                report=report or out / "extract.json", frames_only=True)
+        gaps = sum(bool(r["warnings"]) for r in result["videos"])
+        typer.echo(f"import-frames: {result['counts']}" + (f"; {gaps} with gaps in their numbering" if gaps else ""))
+    run_main(go)
+
+
 @app.command()
 def lists(frames: Path = typer.Argument(..., help="frame store root"),
           split_dir: Path = typer.Argument(..., help="official split files folder"),

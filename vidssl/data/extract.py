@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vidssl.data.decode import DecodeError, decode_frames, encoding
-from vidssl.data.store import PACK_SUFFIX, count_frames, pack_jpeg_folder, pack_source, write_pack
+from vidssl.data.store import PACK_SUFFIX, count_frames, frame_files, pack_jpeg_folder, pack_source, write_pack
 from vidssl.io import write_json
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,7 @@ def source_digest(item: VideoInput) -> str:
     re-rendered video can keep its size.
     """
     h = hashlib.sha256()
-    files = (sorted(p for p in item.path.iterdir() if p.suffix.lower() in JPEG_EXTS) if item.is_folder
-             else [item.path])
+    files = frame_files(item.path)[0] if item.is_folder else [item.path]
     for f in files:
         if item.is_folder:
             h.update(f"{f.name}\0".encode())
@@ -160,7 +159,7 @@ def extract_one(item: VideoInput, out: Path, *, short_side: int, fps: float, qua
     pack = out / item.pack
     try:
         source = source_digest(item)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         if fault := environment_fault(exc, f"reading {item.path}"):
             raise fault from exc
         source = None
@@ -171,7 +170,7 @@ def extract_one(item: VideoInput, out: Path, *, short_side: int, fps: float, qua
     if rec["status"] == "skipped" and rec["n_frames"] == 0:
         try:
             if item.is_folder:
-                n = pack_jpeg_folder(item.path, pack, source=source)
+                n = pack_jpeg_folder(item.path, pack, source=source, warnings=rec["warnings"])
             else:
                 n = write_pack(pack, decode_frames(item.path, short_side=short_side, fps=fps,
                                                    quality=quality, warnings=rec["warnings"]), source=source)
@@ -222,7 +221,7 @@ def _check_resume(report: Path, out: Path, params: dict[str, Any], reset: bool =
 
 def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 0.0, workers: int = 2,
                    quality: int = 90, report: Path | None = None, progress: bool = True,
-                   reset_on_change: bool = False, timings: bool = True) -> dict:
+                   reset_on_change: bool = False, timings: bool = True, frames_only: bool = False) -> dict:
     """Decode every video under ``src`` into frame packs under ``out``; resumable and fault tolerant.
 
     Args:
@@ -242,6 +241,7 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
             ``extracted``), so that the same videos give a byte-identical store, and so the same DVC hash,
             whether extracted fresh or resumed. The returned report is always this run's.
         progress: show a tqdm progress bar.
+        frames_only: import pre-extracted JPEG folders only (``vidssl import-frames``); video files are ignored.
 
     Returns:
         The report: src, out, params, counts per status and one record per input, sorted by video.
@@ -256,6 +256,13 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
     report = Path(report) if report is not None else out / "extract.json"
     _check_args(src, short_side, fps, workers, quality)
     items = find_inputs(src)
+    if frames_only:
+        if skipped := sum(not it.is_folder for it in items):
+            log.warning("import-frames: %d video files under %s ignored (vidssl extract decodes them)", skipped, src)
+        items = [it for it in items if it.is_folder]
+        if not items:
+            raise FileNotFoundError(f"no JPEG frame folders found in {src}; expected src/<class>/<video>/img_00001.jpg "
+                                    "(or image_0001.jpg, frame000.jpg, 00001.jpg; .jpg or .jpeg)")
     if not items:
         raise FileNotFoundError(f"no videos found in {src}; expected {LAYOUT}")
     params = {"short_side": short_side, "fps": fps, "quality": quality, "encoding": encoding(), "workers": workers}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -72,11 +73,67 @@ def _entry(name: str) -> zipfile.ZipInfo:
     return info
 
 
-def pack_jpeg_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], source: str | None = None) -> int:
-    """Import a pre-extracted folder of JPEG frames (sorted by name) as a pack, bytes copied as-is."""
-    files = sorted(p for p in Path(src).iterdir() if p.suffix.lower() in {".jpg", ".jpeg"})
-    if not files:
-        raise FileNotFoundError(f"{src}: no .jpg frames found; expected a folder of extracted JPEG frames")
+JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+# Optical-flow frames that tools write beside the RGB ones (mmaction2/denseflow: flow_x_00001.jpg, x_00001.jpg)
+_FLOW = re.compile(r"^(flow_?[xyuv]|[xyuv])(_|$)", re.IGNORECASE)
+_NUMBERED = re.compile(r"^(.*?)(\d+)$")
+_RGB_PREFIXES = ("img_", "img", "image_", "image", "frame_", "frame", "")
+
+
+def frame_files(folder: str | os.PathLike[str]) -> tuple[list[Path], list[str]]:
+    """The RGB frames of a pre-extracted JPEG folder in numeric order, and notes on gaps in their numbering.
+
+    Handles the layouts in use: ``img_00001.jpg`` (the seeds, mmaction2 with ``flow_x_*``/``flow_y_*`` beside it,
+    which are left out), ``image_0001.jpg``, ``frame000.jpg``, bare ``00001.jpg``; 0- or 1-based, any zero padding,
+    ``.jpg`` or ``.jpeg``. Order is by the number, never by name (``img_10`` comes after ``img_9``).
+
+    Raises:
+        ValueError: frames without a number, two numbering schemes side by side, or one number twice.
+    """
+    folder = Path(folder)
+    jpegs = [p for p in folder.iterdir() if p.suffix.lower() in JPEG_SUFFIXES and not p.name.startswith(".")
+             and p.is_file()]
+    groups: dict[str, list[tuple[int, Path]]] = {}
+    for p in jpegs:
+        if _FLOW.match(p.stem):
+            continue
+        m = _NUMBERED.match(p.stem)
+        if m is None:
+            raise ValueError(f"{p}: a frame file name without a frame number; expected e.g. img_00001.jpg")
+        groups.setdefault(m[1].lower(), []).append((int(m[2]), p))
+    if not groups:
+        raise FileNotFoundError(f"{folder}: no RGB .jpg frames found; expected e.g. img_00001.jpg")
+    if len(groups) > 1:
+        known = [k for k in _RGB_PREFIXES if k in groups]
+        if not known:
+            raise ValueError(f"{folder}: frames named with several prefixes {sorted(groups)}; keep one per folder")
+        groups = {known[0]: groups[known[0]]}
+    [numbered] = groups.values()
+    numbered.sort()
+    seen: dict[int, Path] = {}
+    for n, p in numbered:
+        if n in seen:
+            raise ValueError(f"{folder}: frame number {n} twice ({seen[n].name} and {p.name}); remove one")
+        seen[n] = p
+    nums = [n for n, _ in numbered]
+    notes = []
+    if nums[0] not in (0, 1):
+        notes.append(f"numbering starts at {nums[0]} (not 0 or 1)")
+    for a, b in zip(nums, nums[1:]):
+        if b != a + 1:
+            notes.append(f"gap in the numbering: {b - a - 1} frame(s) missing between {seen[a].name} and {seen[b].name}")
+    return [p for _, p in numbered], notes
+
+
+def pack_jpeg_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], source: str | None = None,
+                     warnings: list[str] | None = None) -> int:
+    """Import a pre-extracted folder of JPEG frames (in numeric order) as a pack, bytes copied as-is.
+
+    Gaps in the numbering are appended to ``warnings``: the frames present are packed, in order.
+    """
+    files, notes = frame_files(src)
+    if warnings is not None:
+        warnings.extend(notes)
     return write_pack(dst, (p.read_bytes() for p in files), source=source)
 
 
