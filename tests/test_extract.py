@@ -582,3 +582,71 @@ def test_import_frames_command(tmp_path: Path) -> None:
     empty = CliRunner().invoke(app, ["import-frames", str(tmp_path / "src" / "Cls"), str(tmp_path / "o2"),
                                      "--params", str(tmp_path / "none.yaml")])
     assert empty.exit_code == 2 and "no JPEG frame folders found" in empty.output
+
+
+def test_bad_input_among_good_videos_is_quarantined_with_each_reason(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(2):
+        make_clip(src / "good" / f"g{i}.mp4", seconds=1)
+    bad = src / "bad"
+    bad.mkdir()
+    (bad / "zero.avi").write_bytes(b"")
+    (bad / "tiny.mp4").write_bytes(b"\x00" * 100)
+    (bad / "text.mkv").write_text("not a video at all\n" * 200)
+    shutil.copy(REAL / "broken/truncated_abseiling_k400.mp4", bad / "truncated.mp4")
+    ffmpeg("-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac", str(bad / "audio.mp4"))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-frames:v", "1", "-pix_fmt", "yuv420p",
+           "-c:v", "libx264", str(bad / "still.mp4"))
+    make_clip(bad / "huge.mkv", size="320x240", seconds=0.5)  # "huge" against the limit below
+    rep = extract_videos(src, tmp_path / "out", short_side=32, workers=2, progress=False, min_frames=2,
+                         max_pixels=160 * 120, min_bytes=1024)
+    status = {r["video"]: (r["status"], (r["error"] or "").splitlines()[0] if r["error"] else None)
+              for r in rep["videos"]}
+    assert status["good/g0.mp4"] == status["good/g1.mp4"] == ("extracted", None)
+    reasons = {v: why for v, (s, why) in status.items() if s == "quarantined"}
+    assert set(reasons) == {f"bad/{n}" for n in ("zero.avi", "tiny.mp4", "text.mkv", "truncated.mp4", "audio.mp4",
+                                                 "still.mp4", "huge.mkv")}
+    assert reasons["bad/zero.avi"] == "empty file (0 bytes)"
+    assert reasons["bad/tiny.mp4"] == "file is 100 bytes, below extract.min_bytes=1024"
+    assert "Invalid data found when processing input" in reasons["bad/text.mkv"]
+    assert "truncated MP4: its index (moov atom) is missing" in reasons["bad/truncated.mp4"]
+    assert "no video stream" in reasons["bad/audio.mp4"]
+    assert reasons["bad/still.mp4"] == "decoded 1 frame(s), fewer than extract.min_frames=2"
+    assert "resolution 320x240 is above the 19200-pixel limit (extract.max_pixels)" in reasons["bad/huge.mkv"]
+    assert not any((tmp_path / "out" / "bad").glob("*.zip"))
+
+
+def test_check_videos_lists_what_extract_would_quarantine(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vidssl.cli import app
+    from vidssl.data.probe import check_videos
+
+    src = tmp_path / "src"
+    make_clip(src / "good" / "g.mp4", seconds=1)
+    shutil.copy(REAL / "ucf101/videos/Archery/v_Archery_g07_c01.avi", src / "good" / "archery.avi")
+    (src / "bad").mkdir()
+    (src / "bad" / "zero.avi").write_bytes(b"")
+    (src / "bad" / "text.mkv").write_text("not a video at all\n" * 200)
+    ffmpeg("-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac", str(src / "bad" / "audio.mp4"))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-frames:v", "1", "-pix_fmt", "yuv420p",
+           "-c:v", "libx264", str(src / "bad" / "still.mp4"))
+    rep = check_videos(src, tmp_path / "r" / "check.json", workers=2, max_pixels=0)
+    by = {v["video"]: v for v in rep["videos"]}
+    archery = by["good/archery.avi"]
+    assert archery["reason"] is None and archery["frames"] == 91 and (archery["width"], archery["height"]) == (320, 240)
+    assert archery["fps"] == 25 and abs(archery["duration"] - 3.64) < 0.05
+    assert by["good/g.mp4"]["frames"] == 10 and by["good/g.mp4"]["fps"] == 10
+    assert by["bad/zero.avi"]["reason"] == "empty file (0 bytes)"
+    assert "no video stream" in by["bad/audio.mp4"]["reason"]
+    assert by["bad/still.mp4"]["reason"] == "decoded 1 frame(s), fewer than extract.min_frames=2"
+    assert by["bad/text.mkv"]["reason"] and rep["n_quarantined"] == 4
+    rows = (tmp_path / "r" / "quarantine.csv").read_text().splitlines()
+    assert rows[0] == "video,reason" and len(rows) == 5 and rows[1].startswith("bad/audio.mp4,")
+    res = CliRunner().invoke(app, ["check-videos", str(src), "--report", str(tmp_path / "c.json"),
+                                   "--params", str(tmp_path / "none.yaml")])
+    assert res.exit_code == 3 and "4 video(s) would be quarantined" in res.output
+    shutil.rmtree(src / "bad")
+    res = CliRunner().invoke(app, ["check-videos", str(src), "--report", str(tmp_path / "c.json"),
+                                   "--params", str(tmp_path / "none.yaml")])
+    assert res.exit_code == 0 and "2 videos, 0 to quarantine" in res.output

@@ -76,6 +76,32 @@ def extract(src: Path = typer.Argument(..., help="class-folder videos: SRC/<clas
     run_main(go)
 
 
+@app.command(name="check-videos")
+def check_videos_cmd(src: Path = typer.Argument(..., help="class-folder videos: SRC/<class>/<video>.{avi,mp4,mkv,webm}"),
+                     report: Path = typer.Option(Path("reports/check_videos.json"),
+                                                 help="JSON report; quarantine.csv is written beside it"),
+                     workers: Optional[int] = typer.Option(None, help="videos probed in parallel"),
+                     params: Path = PARAMS) -> None:
+    """Decode every video once, in parallel, and list the ones extract would quarantine, each with its reason.
+
+    Thresholds come from params (extract.min_bytes, min_frames, max_pixels). Exit 0 when every video is good,
+    3 when some would be quarantined (named in quarantine.csv), 74 on a machine fault."""
+    from vidssl.data.extract import BadInputError
+    from vidssl.data.probe import check_videos
+
+    def go() -> None:
+        e = _cfg(params, extract={"workers": workers}).extract
+        result = check_videos(src, report, workers=e.workers, min_bytes=e.min_bytes, min_frames=e.min_frames,
+                              max_pixels=e.max_pixels)
+        typer.echo(f"check-videos: {result['n_videos']} videos, {result['n_quarantined']} to quarantine, "
+                   f"{result['n_warnings']} with warnings; report {report}")
+        if result["n_quarantined"]:
+            first = next(v for v in result["videos"] if v["reason"])
+            raise BadInputError(f"{result['n_quarantined']} video(s) would be quarantined, e.g. {first['video']}: "
+                                f"{first['reason']}; all in {report.parent / 'quarantine.csv'}")
+    run_main(go)
+
+
 @app.command(name="import-frames")
 def import_frames(src: Path = typer.Argument(..., help="pre-extracted frames: SRC/<class>/<video>/img_00001.jpg"),
                   out: Path = typer.Argument(..., help="frame store root"),
@@ -90,7 +116,7 @@ def import_frames(src: Path = typer.Argument(..., help="pre-extracted frames: SR
     def go() -> None:
         e = _cfg(params).extract
         result = extract_videos(src, out, short_side=e.short_side, fps=e.fps, workers=e.workers, quality=e.quality,
-                                report=report or out / "extract.json", frames_only=True)
+                                report=report or out / "extract.json", frames_only=True, min_frames=e.min_frames)
         gaps = sum(bool(r["warnings"]) for r in result["videos"])
         typer.echo(f"import-frames: {result['counts']}" + (f"; {gaps} with gaps in their numbering" if gaps else ""))
     run_main(go)

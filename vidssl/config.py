@@ -44,6 +44,9 @@ class ExtractParams(_Section):
     fps: float = Field(0.0, ge=0)
     workers: int = Field(2, ge=1)
     quality: int = Field(90, ge=1, le=100)
+    min_frames: int = Field(2, ge=1)  # a video decoding to fewer frames is quarantined
+    max_pixels: int = Field(3840 * 2160, ge=0)  # a larger picture is quarantined before decoding (0: no limit)
+    min_bytes: int = Field(1024, ge=0)  # a smaller file is quarantined
     fail_on_bad_input: bool = False  # quarantined videos stop the run with exit code 3 (after the store is written)
 
 

@@ -8,6 +8,7 @@ RGB out of ffmpeg + simplejpeg in Python (which also needs an ``ffmpeg -i`` call
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import tempfile
@@ -46,16 +47,18 @@ def quality_to_qscale(quality: int) -> float:
     return min(31.0, max(1.0, scale * 10))
 
 
-def ffmpeg_args(path: Path, *, short_side: int, fps: float, quality: int, bitexact: bool = True) -> list[str]:
+def ffmpeg_args(path: Path, *, short_side: int, fps: float, quality: int, bitexact: bool = True,
+                max_pixels: int = 0) -> list[str]:
     """Build the ffmpeg command that writes the frames of ``path`` as MJPEG to stdout.
 
     ``bitexact=False`` lets ffmpeg pick its SIMD paths (bytes then depend on the CPU); only the benchmark
-    that measures what bit-exact output costs uses it.
+    that measures what bit-exact output costs uses it. ``max_pixels`` > 0 makes the decoder refuse larger
+    pictures (a huge-resolution file fails fast instead of taking the memory and minutes it would).
     """
     import ffmpeg  # ffmpeg-python: light, but only extraction needs it
     import imageio_ffmpeg
 
-    stream = ffmpeg.input(str(path), threads=1)["V"]  # "V": video streams, not attached cover art
+    stream = ffmpeg.input(str(path), threads=1, **({"max_pixels": max_pixels} if max_pixels > 0 else {}))["V"]  # "V": video streams, not attached cover art
     if fps > 0:
         stream = stream.filter("fps", fps=fps)
     if short_side > 0:
@@ -119,8 +122,27 @@ def _jpeg_end(buf: bytearray) -> int:
     return -1
 
 
+# ffmpeg's own words for the common failures -> one plain reason (first match wins)
+_REASONS = (
+    (re.compile(r"Picture size (\d+x\d+) exceeds specified max pixel count (\d+)"),
+     "resolution {0} is above the {1}-pixel limit (extract.max_pixels)"),
+    (re.compile(r"matches no streams|does not contain any stream|Output file .* does not contain any stream"),
+     "no video stream (an audio-only or empty container)"),
+    (re.compile(r"moov atom not found"), "truncated MP4: its index (moov atom) is missing"),
+)
+
+
+def explain(lines: list[str]) -> str | None:
+    """A plain reason for an ffmpeg failure from its stderr lines, or None when none is recognised."""
+    for pattern, text in _REASONS:
+        for line in lines:
+            if m := pattern.search(line):
+                return text.format(*m.groups())
+    return None
+
+
 def decode_frames(
-    path: Path, *, short_side: int, fps: float, quality: int, warnings: list[str]
+    path: Path, *, short_side: int, fps: float, quality: int, warnings: list[str], max_pixels: int = 0
 ) -> Iterator[bytes]:
     """Yield JPEG frames of ``path`` from one ffmpeg process; appends ffmpeg's error lines to ``warnings``.
 
@@ -128,7 +150,7 @@ def decode_frames(
         DecodeError: ffmpeg exited non-zero or decoded no frames. The message's first line is the exit status
             and ffmpeg's last error line; the command and the stderr tail follow.
     """
-    args = ffmpeg_args(path, short_side=short_side, fps=fps, quality=quality)
+    args = ffmpeg_args(path, short_side=short_side, fps=fps, quality=quality, max_pixels=max_pixels)
     # stderr goes to a file, not a pipe: a long error log can then never block ffmpeg while we read stdout.
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
@@ -151,6 +173,6 @@ def decode_frames(
         tail = lines[-STDERR_TAIL:]
         # ffmpeg's last error line is its reason ("... Invalid data found when processing input"); it leads the
         # message so that a one-line log says why, and the command and the rest of stderr follow.
-        reason = next((line.strip() for line in reversed(tail) if line.strip()), "no error output")
+        reason = explain(lines) or next((line.strip() for line in reversed(tail) if line.strip()), "no error output")
         raise DecodeError(f"{why}: {reason}\ncommand: {shlex.join(args)}\n" + "\n".join(tail))
     warnings.extend(lines[-STDERR_TAIL:])

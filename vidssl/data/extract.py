@@ -149,8 +149,22 @@ def _record(item: VideoInput, status: str, n_frames: int, error: str | None = No
             "seconds": 0.0}
 
 
-def extract_one(item: VideoInput, out: Path, *, short_side: int, fps: float, quality: int) -> dict[str, Any]:
+def too_small(item: VideoInput, min_bytes: int) -> str | None:
+    """Why a video file is too small to hold a video (zero bytes, or under ``min_bytes``), else None."""
+    if item.is_folder:
+        return None
+    size = item.path.stat().st_size
+    if size == 0:
+        return "empty file (0 bytes)"
+    return f"file is {size} bytes, below extract.min_bytes={min_bytes}" if size < min_bytes else None
+
+
+def extract_one(item: VideoInput, out: Path, *, short_side: int, fps: float, quality: int, min_frames: int = 1,
+                max_pixels: int = 0, min_bytes: int = 0) -> dict[str, Any]:
     """Extract (or skip, or quarantine) one input and return its report record.
+
+    Quarantined besides what ffmpeg cannot decode: a file under ``min_bytes``, a picture above ``max_pixels``
+    and a video of fewer than ``min_frames`` frames (a still image saved as a video is no clip).
 
     A pack is reused only if it is readable and was made from these very bytes; otherwise it is replaced, and
     if the input no longer decodes the old pack is removed with it quarantined, so no stale frames stay behind.
@@ -158,6 +172,7 @@ def extract_one(item: VideoInput, out: Path, *, short_side: int, fps: float, qua
     start = time.perf_counter()
     pack = out / item.pack
     try:
+        small = too_small(item, min_bytes)
         source = source_digest(item)
     except (OSError, ValueError) as exc:
         if fault := environment_fault(exc, f"reading {item.path}"):
@@ -165,15 +180,17 @@ def extract_one(item: VideoInput, out: Path, *, short_side: int, fps: float, qua
         source = None
         rec = _record(item, "quarantined", 0, error=f"cannot read {item.path}: {exc}")
     else:
-        rec = _record(item, "skipped", valid_pack_frames(pack) if pack_source(pack) == source else 0,
-                      source=source)
+        rec = (_record(item, "quarantined", 0, error=small, source=source) if small else
+               _record(item, "skipped", valid_pack_frames(pack) if pack_source(pack) == source else 0, source=source))
     if rec["status"] == "skipped" and rec["n_frames"] == 0:
         try:
             if item.is_folder:
                 n = pack_jpeg_folder(item.path, pack, source=source, warnings=rec["warnings"])
             else:
-                n = write_pack(pack, decode_frames(item.path, short_side=short_side, fps=fps,
-                                                   quality=quality, warnings=rec["warnings"]), source=source)
+                n = write_pack(pack, decode_frames(item.path, short_side=short_side, fps=fps, quality=quality,
+                                                   warnings=rec["warnings"], max_pixels=max_pixels), source=source)
+            if n < min_frames:
+                raise ValueError(f"decoded {n} frame(s), fewer than extract.min_frames={min_frames}")
             rec.update(status="extracted", n_frames=n)
         except (DecodeError, OSError, ValueError) as exc:
             if fault := environment_fault(exc, f"writing {pack} from {item.path}"):
@@ -221,7 +238,8 @@ def _check_resume(report: Path, out: Path, params: dict[str, Any], reset: bool =
 
 def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 0.0, workers: int = 2,
                    quality: int = 90, report: Path | None = None, progress: bool = True,
-                   reset_on_change: bool = False, timings: bool = True, frames_only: bool = False) -> dict:
+                   reset_on_change: bool = False, timings: bool = True, frames_only: bool = False,
+                   min_frames: int = 1, max_pixels: int = 0, min_bytes: int = 0) -> dict:
     """Decode every video under ``src`` into frame packs under ``out``; resumable and fault tolerant.
 
     Args:
@@ -241,6 +259,8 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
             ``extracted``), so that the same videos give a byte-identical store, and so the same DVC hash,
             whether extracted fresh or resumed. The returned report is always this run's.
         progress: show a tqdm progress bar.
+        min_frames, max_pixels, min_bytes: quarantine a video of fewer frames, larger pictures (0: no limit) or
+            a smaller file (``extract_one``).
         frames_only: import pre-extracted JPEG folders only (``vidssl import-frames``); video files are ignored.
 
     Returns:
@@ -278,7 +298,8 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
 
     records = _dedupe(items)
     todo = [it for it in items if it.video not in records]
-    kw = {"short_side": short_side, "fps": fps, "quality": quality}
+    kw = {"short_side": short_side, "fps": fps, "quality": quality, "min_frames": min_frames,
+          "max_pixels": max_pixels, "min_bytes": min_bytes}
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         with tqdm(total=len(items), disable=not progress, unit="video", desc="extract") as bar:
