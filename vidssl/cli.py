@@ -215,15 +215,74 @@ def pipeline(force: bool = typer.Option(False, help="rerun every stage"),
 
 
 @app.command()
-def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1", help="bind address")) -> None:
-    """Open the MLflow UI on the local tracking store (127.0.0.1 only unless told otherwise)."""
+def ui(port: int = typer.Option(5000, help="port to listen on"),
+       host: str = typer.Option("127.0.0.1", help="bind address (127.0.0.1: this machine only)"),
+       store: Optional[str] = typer.Option(None, help="tracking store URI (default: $MLFLOW_TRACKING_URI, else "
+                                           "sqlite:///<cwd>/mlruns/mlflow.db)")) -> None:
+    """Browse runs in the MLflow UI at http://HOST:PORT (default http://127.0.0.1:5000).
+
+    State lives in the tracking store: by default the sqlite database mlruns/mlflow.db of the current workspace,
+    artifacts under mlruns/artifacts/. Ctrl-C (or SIGTERM) stops the UI and every process it started.
+    """
+    from vidssl.pipeline.servers import run_tree, ui_command
     from vidssl.pipeline.tracking import tracking_uri
 
     quiet_telemetry()
-    uri = tracking_uri()
-    typer.echo(f"MLflow UI at http://{host}:{port} (store {uri})")
-    raise typer.Exit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                                      "--host", host, "--port", str(port)]))
+    uri = store or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        typer.echo(f"the tracking store is a server already; open {uri} in a browser")
+        raise typer.Exit(0)
+    typer.echo(f"MLflow UI at http://{host}:{port} (store {uri}); Ctrl-C stops it")
+    raise typer.Exit(run_tree(ui_command(uri, host, port)))
+
+
+@app.command()
+def server(port: int = typer.Option(5000, help="port to listen on"),
+           host: str = typer.Option("127.0.0.1", help="bind address; 0.0.0.0 serves other machines (put a proxy "
+                                    "with authentication in front)"),
+           backend: Optional[str] = typer.Option(None, help="where runs live: default sqlite:///<cwd>/mlruns/"
+                                                 "mlflow.db; or postgresql://USER:PASSWORD@HOST:5432/DB (needs "
+                                                 "`pip install psycopg2-binary`)"),
+           artifacts: Optional[str] = typer.Option(None, help="artifact root the server stores uploads in: "
+                                                   "default <cwd>/mlruns/server-artifacts; or s3://bucket/path"),
+           workers: int = typer.Option(2, help="server worker processes")) -> None:
+    """Run an MLflow tracking server at http://HOST:PORT (default http://127.0.0.1:5000) for shared tracking.
+
+    State lives in the backend store (runs, metrics, model registry: sqlite file by default, PostgreSQL for a
+    team) and the artifact root (checkpoints, plots, reports). Point runs at it with
+    MLFLOW_TRACKING_URI=http://HOST:PORT. Ctrl-C (or SIGTERM) stops the server and all its workers.
+    """
+    from vidssl.pipeline.servers import run_tree, server_command, sqlite_uri
+
+    quiet_telemetry()
+    uri = backend or sqlite_uri(Path("mlruns") / "mlflow.db")
+    store = artifacts or str((Path("mlruns") / "server-artifacts").resolve())
+    typer.echo(f"MLflow tracking server at http://{host}:{port}: runs in {uri}, artifacts in {store}; "
+               f"clients: export MLFLOW_TRACKING_URI=http://{host}:{port}")
+    raise typer.Exit(run_tree(server_command(uri, store, host, port, workers)))
+
+
+@app.command()
+def models(name: Optional[str] = typer.Option(None, help="one registered model (default: all)"),
+           store: Optional[str] = typer.Option(None, help="tracking store URI (default as for `vidssl ui`)")) -> None:
+    """List registered backbone versions: aliases (champion, candidate), the chosen metric, commit, run."""
+    from vidssl.pipeline.registry import list_versions
+    from vidssl.pipeline.tracking import check_tracking, tracking_uri
+
+    def go() -> None:
+        import mlflow
+
+        uri = store or tracking_uri()
+        check_tracking(uri)
+        rows = list_versions(mlflow.MlflowClient(uri, registry_uri=uri), name)
+        if not rows:
+            typer.echo(f"no registered models in {uri}; a pipeline run's evaluate stage registers one")
+            return
+        typer.echo(f"{'model':28s} {'ver':>4s}  {'aliases':20s} {'metric':28s} {'value':>8s}  {'commit':10s} run")
+        for r in rows:
+            typer.echo(f"{r['model']:28s} {r['version']:4d}  {','.join(r['aliases']) or '-':20s} "
+                       f"{r['metric']:28s} {r['value']:>8s}  {r['commit']:10s} {r['run_id']}")
+    run_main(go)
 
 
 @app.command()

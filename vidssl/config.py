@@ -182,6 +182,14 @@ class ReportParams(_Section):
         return v
 
 
+class RegistryParams(_Section):
+    """MLflow model registry: the evaluate stage registers the pretrained backbone and moves ``champion``."""
+
+    model: str = "vidssl-{backbone}-{dataset}"  # registered model name; {method} {backbone} {dataset} filled in
+    metric: str = "retrieval.pretrained.top1"  # dotted key of metrics/summary.json that picks the champion
+    higher_is_better: bool = True
+
+
 class Params(_Section):
     """The whole params.yaml."""
 
@@ -197,6 +205,7 @@ class Params(_Section):
     finetune: FinetuneParams = FinetuneParams()
     retrieve: RetrieveParams = RetrieveParams()
     report: ReportParams = ReportParams()
+    registry: RegistryParams = RegistryParams()
 
 
 class ConfigError(ValueError):

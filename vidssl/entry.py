@@ -8,7 +8,8 @@ import sys
 from typing import Any, Callable
 
 # Expected failures are shown as one readable message, not a traceback: they name the file, key or value.
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError)
+# ConnectionError: a service the run needs (e.g. the MLflow tracking server) does not answer; the message names it.
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError, ConnectionError)
 
 
 def setup_logging(level: int = logging.INFO) -> None:

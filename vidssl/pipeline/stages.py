@@ -72,6 +72,7 @@ def run_pretrain(cfg: Params, lists_dir: Path, out_dir: Path, state_dir: Path, m
                  plots: Path) -> dict[str, Any]:
     from vidssl.engine import ddp
     from vidssl.evaluation.plots import plot_curves
+    from vidssl.pipeline.registry import file_md5
     from vidssl.pipeline.tracking import stage_run
     from vidssl.engine.train import pretrain
 
@@ -85,6 +86,7 @@ def run_pretrain(cfg: Params, lists_dir: Path, out_dir: Path, state_dir: Path, m
             loss_keys = [k for k in summary["history"][0] if k.startswith("loss")]
             plot = plot_curves(summary["history"], loss_keys, plots / "pretrain_loss.png", "pretraining loss")
             write_json(metrics, _metrics_only(summary))
+            tracker.set_tags({"backbone_md5": file_md5(out_dir / "backbone.pt")})  # found again by the registry
             for path in (plot, out_dir / "backbone.pt", metrics):
                 tracker.log_artifact(path)
         return summary
@@ -115,6 +117,7 @@ def run_finetune(cfg: Params, lists_dir: Path, init: Path | None, out_dir: Path,
             conf = plot_confusion(r["true"], r["pred"], names, plots / f"confusion_{name}.png")
             for path in (curves, conf):
                 tracker.log_artifact(path)
+            tracker.log_artifact(out_dir / name / "classifier.pt", f"weights/{name}")  # the fine-tuned model
         write_json(metrics, out)
         tracker.log_artifact(metrics)
     return out
@@ -200,14 +203,93 @@ def results_table(pretrain: dict[str, Any], finetune: dict[str, Any], retrieve: 
     return "\n".join(rows)
 
 
+def numeric_leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """``{"a.b": 1.0}`` for every number in a nested dict (bools and strings left out)."""
+    out: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(numeric_leaves(value, name + "."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
 @locked_stage("evaluate")
-def run_evaluate(cfg: Params, metrics_dir: Path, report: Path, summary_path: Path) -> str:
-    """Summarise the stage metrics into ``summary_path`` (for `dvc metrics show`) and a Markdown report."""
+def run_evaluate(cfg: Params, metrics_dir: Path, report: Path, summary_path: Path,
+                 backbone: Path = Path("models/pretrain/backbone.pt")) -> str:
+    """Summarise the stage metrics into ``summary_path`` (for `dvc metrics show`) and a Markdown report.
+
+    Tracked as the ``evaluate`` stage run: the summary metrics and the report also go on the pipeline's parent
+    run, and the pretrained ``backbone`` is registered in the model registry (see vidssl.pipeline.registry).
+    """
+    from vidssl.pipeline.tracking import stage_run
+
     load = lambda name: json.loads((metrics_dir / f"{name}.json").read_text())  # noqa: E731
     pre, ft, ret = load("pretrain"), load("finetune"), load("retrieve")
     gain = {f"top{k}": ret["pretrained"][f"top{k}"] - ret["random_init"][f"top{k}"] for k in cfg.retrieve.topk}
-    summary = {"retrieval": ret, "finetune": ft, "pretrain": pre, "retrieval_gain": gain}
-    write_json(summary_path, summary)
+    summary: dict[str, Any] = {"retrieval": ret, "finetune": ft, "pretrain": pre, "retrieval_gain": gain}
+    params = flatten({"retrieve": cfg.retrieve.model_dump(), "registry": cfg.registry.model_dump()})
+    with stage_run("evaluate", params) as tracker:
+        numbers = numeric_leaves(summary)
+        registered = _register(cfg, tracker, numbers, backbone) if backbone.is_file() else None
+        # Strings in a metrics file show as columns of `dvc exp show`: the run ids link an experiment to MLflow.
+        summary["mlflow"] = {"pipeline_run_id": tracker.parent_id, "evaluate_run_id": tracker.run_id,
+                             **({"model_version": registered["version"]} if registered else {})}
+        write_json(summary_path, summary)
+        tracker.log_metrics(numbers)
+        tracker.log_pipeline_metrics(numbers)
+        text = _results_text(cfg, pre, ft, ret, gain)
+        from vidssl.io import write_text
+
+        write_text(report, text)
+        for path in (summary_path, report):
+            tracker.log_artifact(path)
+            tracker.log_pipeline_artifact(path)
+    return text
+
+
+def _register(cfg: Params, tracker: Any, numbers: dict[str, float], backbone: Path) -> dict[str, Any] | None:
+    """Register the pretrained backbone (the pretrain run's logged copy) and move the registry's aliases."""
+    from vidssl.pipeline import registry
+    from vidssl.pipeline.tracking import lineage_tags, with_fallback
+
+    metric = cfg.registry.metric
+    registry.metric_value(_nest(numbers), metric)  # a key that is not there is named before anything is written
+    md5 = registry.file_md5(backbone)
+    client = tracker.client
+    exp_id = client.get_run(tracker.run_id).info.experiment_id
+    found = client.search_runs([exp_id], filter_string=f"tags.`vidssl.stage` = 'pretrain' and "
+                               f"tags.backbone_md5 = '{md5}'", max_results=1, order_by=["attributes.start_time DESC"])
+    if found:
+        source = found[0].info.run_id
+    else:  # trained outside a tracked run: keep the file with this run so the version has something to point at
+        tracker.log_artifact(backbone)
+        source = tracker.run_id
+    name = registry.model_name(cfg.registry.model, cfg.pretrain.method, cfg.model.backbone, cfg.data.dataset)
+    tags = {**lineage_tags(Path.cwd()), "method": cfg.pretrain.method, "backbone": cfg.model.backbone,
+            "dataset": cfg.data.dataset, "backbone_md5": md5, "pipeline_run_id": tracker.parent_id}
+    out = with_fallback(lambda: registry.register_backbone(client, name, source, "backbone.pt", numbers, metric,
+                                                           cfg.registry.higher_is_better, tags), "model registration")
+    if out:
+        tracker.set_pipeline_tags({"model": f"{out['name']} v{out['version']}",
+                                   "model_alias": "champion" if out["champion"] else "candidate"})
+    return out
+
+
+def _nest(flat: dict[str, float]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def _results_text(cfg: Params, pre: dict[str, Any], ft: dict[str, Any], ret: dict[str, Any],
+                  gain: dict[str, float]) -> str:
     table = results_table(pre, ft, ret, cfg.retrieve.topk)
     text = (f"# vidssl results\n\nMethod `{cfg.pretrain.method}` on backbone `{cfg.model.backbone}`, dataset "
             f"`{cfg.data.dataset}` split {cfg.data.split}; seed {cfg.seed}.\n\n"
@@ -217,7 +299,4 @@ def run_evaluate(cfg: Params, metrics_dir: Path, report: Path, summary_path: Pat
             f"protocol). Fine-tune: backbone + linear head, video accuracy = mean of {cfg.finetune.test_clips} "
             f"clips' logits.\n\n{table}\n\nPretraining: {pre['epochs']} epochs, final loss {pre['final_loss']:.3f}, "
             f"{pre['seconds']:.0f} s. Retrieval top-1 gain from pretraining: {100 * gain['top1']:+.1f} points.\n")
-    from vidssl.io import write_text
-
-    write_text(report, text)
     return text
