@@ -213,3 +213,10 @@ def test_topk_curve_counts_each_query_from_its_first_hit() -> None:
     g = np.array([[1.0, 0], [0, 1.0], [0.7, 0.7]])
     h, idx = retrieval_hits(g, np.array([0, 1, 2]), np.array([[0.9, 0.1]]), np.array([2]), 3)
     assert idx.tolist() == [[0, 2, 1]] and h.tolist() == [[False, True, False]]
+
+
+def test_unit_rows_keep_direction_at_any_finite_scale() -> None:
+    from vidssl.evaluation.retrieval import unit_rows
+
+    x = np.array([[3e30, 4e30], [3e-30, 4e-30], [0.0, 0.0], [3.0, -4.0]], dtype=np.float32)
+    np.testing.assert_allclose(unit_rows(x).numpy(), [[0.6, 0.8], [0.6, 0.8], [0, 0], [0.6, -0.8]], atol=1e-6)

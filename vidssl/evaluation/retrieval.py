@@ -85,14 +85,22 @@ def check_finite(feats: np.ndarray | torch.Tensor, name: str, ids: Sequence[str]
         )
 
 
-def unit_rows(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+def unit_rows(x: np.ndarray | torch.Tensor, name: str = "features") -> torch.Tensor:
     """Rows scaled to unit L2 norm, float32; a zero row stays zero (similarity 0 to everything).
 
-    Each row is first divided by its largest magnitude, so huge finite features do not overflow the norm.
+    Raises:
+        NonFiniteFeatures: naming ``name`` if an entry is NaN or Inf (seen in the norms: one pass, no extra).
     """
-    t = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float()
-    t = t / t.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-    return t / t.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    t = (x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))).float()
+    norm = torch.linalg.vector_norm(t, dim=1)
+    tiny = torch.finfo(torch.float32).tiny
+    if not bool(torch.isfinite(norm).all() and (norm > 1e-18).all()):
+        check_finite(t, name)
+        # Finite, but the squared norm overflows (entries past ~1e19) or underflows (below ~1e-19): divide each
+        # row by its largest magnitude first. Zero rows come here too and stay zero.
+        t = t / t.abs().amax(dim=1, keepdim=True).clamp_min(tiny)
+        norm = torch.linalg.vector_norm(t, dim=1)
+    return t / norm.clamp_min(tiny)[:, None]
 
 
 def cosine_similarity(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
@@ -145,8 +153,10 @@ def _exact_topk(q: torch.Tensor, g: torch.Tensor, k: int, chunk_bytes: int) -> t
     g_rows = n_g if 64 * n_g * 4 <= chunk_bytes else max(k + 1, chunk_bytes // (4 * 64))
     q_rows = max(1, chunk_bytes // (4 * min(g_rows, n_g)))
     out_v, out_i = torch.empty(n_q, k), torch.empty(n_q, k, dtype=torch.long)
+    dev = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    g = g.to(dev)  # on a GPU the gallery stays there and query blocks visit it; results come back per block
     for q0 in range(0, n_q, q_rows):
-        qb = q[q0:q0 + q_rows]
+        qb = q[q0:q0 + q_rows].to(dev)
         best: tuple[torch.Tensor, torch.Tensor] | None = None
         for g0 in range(0, n_g, g_rows):
             v, i = _block_topk(qb @ g[g0:g0 + g_rows].T, min(k, len(g[g0:g0 + g_rows])))
@@ -155,7 +165,7 @@ def _exact_topk(q: torch.Tensor, g: torch.Tensor, k: int, chunk_bytes: int) -> t
                 v, i = _order(torch.cat([best[0], v], 1), torch.cat([best[1], i], 1))
             best = (v[:, :k], i[:, :k])
         assert best is not None
-        out_v[q0:q0 + len(qb)], out_i[q0:q0 + len(qb)] = best
+        out_v[q0:q0 + len(qb)], out_i[q0:q0 + len(qb)] = best[0].cpu(), best[1].cpu()
     return out_v, out_i
 
 
@@ -188,7 +198,7 @@ def topk_neighbours(queries: np.ndarray | torch.Tensor, gallery: np.ndarray | to
     """Each query's ``k`` nearest gallery rows by cosine similarity: (Q×k similarities, Q×k gallery indices).
 
     Ranked by similarity descending, ties by gallery index ascending, in blocks of at most ``chunk_bytes``.
-    ``index``: "exact" (torch, chunked) or "faiss" (a flat inner-product index; exact as well, needs faiss-cpu).
+    ``index``: "exact" (torch, chunked; on the GPU when there is one) or "faiss" (a flat inner-product index; exact as well, needs faiss-cpu).
     ``k`` larger than the gallery returns the whole gallery ranked.
 
     Raises:
@@ -199,11 +209,9 @@ def topk_neighbours(queries: np.ndarray | torch.Tensor, gallery: np.ndarray | to
         raise ValueError(f"top-k needs k >= 1, got {k}")
     if index not in INDEXES:
         raise ValueError(f"retrieve.index: unknown index {index!r}; choose from {list(INDEXES)}")
-    check_finite(queries, "queries")
-    check_finite(gallery, "gallery")
     if len(gallery) == 0:
         raise ValueError("retrieval gallery is empty; the train list has no videos")
-    q, g = unit_rows(queries), unit_rows(gallery)
+    q, g = unit_rows(queries, "queries"), unit_rows(gallery, "gallery")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query features are {q.shape[1]}-d but gallery features {g.shape[1]}-d")
     k = min(k, len(g))
