@@ -205,14 +205,17 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
 class Classifier(nn.Module):
     """Backbone + linear head on the pooled feature (IIC: Linear(512, C))."""
 
-    def __init__(self, backbone: nn.Module, n_classes: int, dropout: float = 0.0) -> None:
+    def __init__(self, backbone: nn.Module, n_classes: int, dropout: float = 0.0, normalise: bool = False) -> None:
+        from vidssl.engine.protocols import Normalise
+
         super().__init__()
+        self.normalise = Normalise() if normalise else nn.Identity()
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.out_dim, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.backbone(x)))
+        return self.head(self.dropout(self.backbone(self.normalise(x))))
 
 
 def load_backbone(backbone: nn.Module, path: str | os.PathLike[str]) -> None:
@@ -229,40 +232,84 @@ def n_classes_of(lists_dir: Path) -> int:
 
 
 @torch.no_grad()
-def evaluate_videos(model: nn.Module, ds: MultiClipDataset, *, batch_size: int, workers: int) -> dict[str, Any]:
-    """Video-level accuracy: logits averaged over each video's clips (IIC protocol, METHODS.md §1.3)."""
+def evaluate_videos(model: nn.Module, ds: MultiClipDataset, *, batch_size: int, workers: int,
+                    average: str = "logits") -> dict[str, Any]:
+    """Video-level accuracy: each video's clip logits (or softmax outputs) averaged (METHODS.md §1.3).
+
+    Raises:
+        ValueError: if the classifier's output holds NaN or Inf (no accuracy is computed from it).
+    """
+    from vidssl.engine.protocols import check_logits, video_scores
+
     model.eval()
     dev = next(model.parameters()).device
     preds, labels = [], []
     for clips, label, _ in make_loader(ds, batch_size=batch_size, workers=workers, shuffle=False, seed=0):
         b, n = clips.shape[:2]
-        logits = model(to_float(clips.flatten(0, 1).to(dev))).view(b, n, -1).mean(1)
-        preds.append(logits.argmax(1).cpu())
+        logits = model(to_float(clips.flatten(0, 1).to(dev))).view(b, n, -1)
+        check_logits(logits, "fine-tune test")
+        preds.append(torch.stack([video_scores(v, average) for v in logits]).argmax(1).cpu())
         labels.append(label)
     pred, true = torch.cat(preds).numpy(), torch.cat(labels).numpy()
     return {"accuracy": float((pred == true).mean()), "pred": pred.tolist(), "true": true.tolist()}
 
 
+@torch.no_grad()
+def validation_loss(model: nn.Module, ds: MultiClipDataset, *, batch_size: int, workers: int) -> float:
+    """Mean cross-entropy of each validation video's centre clip (model selection and the plateau schedule)."""
+    from vidssl.engine.protocols import check_logits
+
+    model.eval()
+    dev = next(model.parameters()).device
+    total, seen = 0.0, 0
+    for clips, label, _ in make_loader(ds, batch_size=batch_size, workers=workers, shuffle=False, seed=0):
+        logits = model(to_float(clips.flatten(0, 1).to(dev)))
+        check_logits(logits, "fine-tune validation")
+        total += float(F.cross_entropy(logits, label.to(dev), reduction="sum"))
+        seen += len(label)
+    return total / seen
+
+
 def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path, out_dir: Path,
              tracker: Tracker | None = None) -> dict[str, Any]:
-    """Fine-tune backbone + linear head on train.csv, test on test.csv (mean over clips)."""
+    """Fine-tune backbone + linear head on train.csv, test on test.csv, under ``finetune.protocol``.
+
+    The protocol (``vidssl.engine.protocols``) sets the schedule's shape, model selection (the last epoch, or
+    the lowest loss on val.csv), augmentation, dropout, clip geometry, test views, averaging and normalisation.
+    """
+    from vidssl.engine.protocols import AugmentedClipDataset, build_scheduler, get_protocol, test_dataset
+
     ddp.require_single_process("finetune")
     tracker = tracker or NullTracker()
     seed_all(cfg.seed)
     lists_dir, f = Path(lists_dir), cfg.finetune
-    spec = clip_spec(cfg)
-    train_ds = ClipDataset(read_list(lists_dir / "train.csv"), spec)
-    model = Classifier(build_model_backbone(cfg), n_classes_of(lists_dir))
+    proto = get_protocol(f.protocol)
+    spec = proto.clip_spec(clip_spec(cfg))
+    records = read_list(lists_dir / "train.csv")
+    augmented = proto.flip or proto.jitter is not None
+    train_ds = AugmentedClipDataset(records, spec, proto) if augmented else ClipDataset(records, spec)
+    use_val = proto.select == "val_loss" or proto.schedule == "plateau"
+    val_ds = None
+    if use_val:
+        val = read_list(lists_dir / "val.csv") if (lists_dir / "val.csv").is_file() else []
+        if not val:
+            raise ValueError(f"finetune.protocol {proto.name!r} selects on validation loss, but "
+                             f"{lists_dir / 'val.csv'} holds no videos; set lists.val_videos (IIC: 800 on UCF101, "
+                             "400 on HMDB51) or choose finetune.protocol: plain")
+        val_ds = MultiClipDataset(val, spec, 1)
+    model = Classifier(build_model_backbone(cfg), n_classes_of(lists_dir), dropout=proto.dropout,
+                       normalise=proto.normalise)
     if init is not None:
         load_backbone(model.backbone, init)
     dev = device()
     model.to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=f.epochs)
+    sched = build_scheduler(proto, opt, f.epochs)
     key = config_key({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
                       "finetune": f.model_dump(), "list": file_digest(lists_dir / "train.csv"),
                       "frames": packs_fingerprint(r.frames_path for r in train_ds.records),
                       "init": file_digest(init) if init else None})
+    best_path = Path(persist_dir) / "best.pt"
 
     def step_epoch(epoch: int) -> dict[str, float]:
         model.train()
@@ -278,15 +325,36 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
             tot_loss += loss.item() * len(label)
             correct += int((logits.argmax(1) == label).sum())
             seen += len(label)
-        sched.step()
-        return {"train_loss": tot_loss / seen, "train_clip_acc": correct / seen, "lr": opt.param_groups[0]["lr"]}
+        out = {"train_loss": tot_loss / seen, "train_clip_acc": correct / seen, "lr": opt.param_groups[0]["lr"]}
+        if val_ds is not None:
+            out["val_loss"] = validation_loss(model, val_ds, batch_size=f.batch_size, workers=f.workers)
+            # The best epoch's weights, kept beside the per-epoch checkpoint under the run's key, so a resumed
+            # run compares with them and another run's never count.
+            if proto.select == "val_loss" and out["val_loss"] < best_val[0]:
+                best_val[0] = out["val_loss"]
+                save_state_dict(best_path, {"model": model.state_dict(), "epoch": epoch + 1,
+                                            "val_loss": out["val_loss"], "key": key})
+        if proto.schedule == "plateau":
+            sched.step(out["val_loss"])
+        else:
+            sched.step()
+        return out
 
+    best = load_state_dict(best_path) if best_path.is_file() else None
+    best_val = [float(best["val_loss"]) if best is not None and best.get("key") == key else float("inf")]
     history = run_epochs(epochs=f.epochs, ckpt=Checkpointer(persist_dir, key),
                          modules={"model": model, "optimizer": opt, "scheduler": sched},
                          step_epoch=step_epoch, tracker=tracker)
-    test_ds = MultiClipDataset(read_list(lists_dir / "test.csv"), spec, f.test_clips)
+    selected = len(history)
+    if proto.select == "val_loss":
+        best = load_state_dict(best_path)
+        model.load_state_dict(best["model"])
+        selected = int(best["epoch"])
+    test_ds = test_dataset(proto, read_list(lists_dir / "test.csv"), spec, f.test_clips)
     t_eval = time.time()
-    result = evaluate_videos(model, test_ds, batch_size=max(1, f.batch_size // f.test_clips), workers=f.workers)
+    per_batch = 1 if proto.test == "dense" else max(1, f.batch_size // f.test_clips)
+    result = evaluate_videos(model, test_ds, batch_size=per_batch, workers=f.workers, average=proto.average)
     save_state_dict(Path(out_dir) / "classifier.pt", {"model": model.state_dict(), "name": cfg.model.backbone})
     return {"test_accuracy": result["accuracy"], "pred": result["pred"], "true": result["true"],
-            "epochs": len(history), "seconds": epoch_seconds(history) + time.time() - t_eval, "history": history}
+            "epochs": len(history), "selected_epoch": selected, "protocol": proto.name,
+            "seconds": epoch_seconds(history) + time.time() - t_eval, "history": history}

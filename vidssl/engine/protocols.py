@@ -1,0 +1,188 @@
+"""Fine-tune protocols: each seed's way to fine-tune and test, as one object the training loop reads.
+
+``finetune.protocol`` names one (``plain``, ``iic``, ``dualvar``, ``be``, ``mlfo``); the ``finetune`` keys
+(epochs, lr, momentum, weight decay, batch size, test clips) stay the user's, and the protocol fixes the rest:
+the schedule's shape (milestones scale with ``finetune.epochs``), model selection, train-time augmentation,
+dropout, clip geometry, test clips or dense windows, logit or softmax averaging and input normalisation.
+docs/methods.md lists each setting with the line of the seed's code it comes from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidssl.data.clips import ClipDataset, ClipSpec, MultiClipDataset, VideoRecord, center_crop
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class FinetuneProtocol:
+    """How to fine-tune and test one backbone; see the module docstring."""
+
+    name: str
+    schedule: str = "cosine"  # cosine | plateau (on validation loss) | multistep
+    milestones: tuple[float, ...] = ()  # multistep: fractions of the epochs at which the lr is multiplied
+    gamma: float = 0.1
+    patience: int = 50  # plateau: epochs without a better validation loss before the lr drops
+    min_lr: float = 0.0
+    select: str = "last"  # last | val_loss (the epoch with the lowest loss on val.csv is tested)
+    flip: bool = False  # train-time horizontal flip, once per clip
+    jitter: tuple[float, float, float, float] | None = None  # ColorJitter strengths, once per clip
+    jitter_p: float = 0.8
+    dropout: float = 0.0  # before the linear head
+    frames: int | None = None  # None: clip.frames
+    stride: int | None = None  # None: clip.stride
+    test: str = "clips"  # clips: finetune.test_clips evenly spaced | dense: every window ``dense_step`` apart
+    dense_step: int = 10
+    dense_max: int = 0  # dense: at most this many windows per video (0: all)
+    average: str = "logits"  # logits | softmax: what is averaged over a video's clips
+    normalise: bool = False  # ImageNet mean and std on the [0, 1] input
+
+    def clip_spec(self, base: ClipSpec) -> ClipSpec:
+        """``base`` with this protocol's frames and stride, where it sets them."""
+        from dataclasses import replace
+
+        return replace(base, frames=self.frames or base.frames, stride=self.stride or base.stride)
+
+    def milestone_epochs(self, epochs: int) -> list[int]:
+        """The multistep milestones at ``epochs`` epochs (each at least 1, strictly rising)."""
+        out: list[int] = []
+        for m in self.milestones:
+            e = max(1, round(m * epochs))
+            if not out or e > out[-1]:
+                out.append(e)
+        return out
+
+
+PROTOCOLS: dict[str, FinetuneProtocol] = {
+    # The earlier single protocol: cosine to zero, last epoch, random crop, logits averaged.
+    "plain": FinetuneProtocol("plain"),
+    # ft_classify.py: ReduceLROnPlateau on val loss (x0.1, patience 50, min 1e-5), best val loss tested,
+    # RandomCrop only, no normalisation, 10 linspace clips, mean of logits.
+    "iic": FinetuneProtocol("iic", schedule="plateau", gamma=0.1, patience=50, min_lr=1e-5, select="val_loss"),
+    # paper_scripts finetune: 100 epochs x0.1 at 30/60/80, stride 2, flip + ColorJitter(.8,.8,.8,.2, p .8)
+    # consistent within a clip, ImageNet normalisation, last epoch, 10 clips, softmax averaged.
+    "dualvar": FinetuneProtocol("dualvar", schedule="multistep", milestones=(0.3, 0.6, 0.8), gamma=0.1, flip=True,
+                                jitter=(0.8, 0.8, 0.8, 0.2), jitter_p=0.8, stride=2, average="softmax",
+                                normalise=True),
+    # ft.py / scripts: 45 epochs, lr x0.3 at 10/20/25/30/35/40, dropout 0.5, 64 frames at stride 1, ImageNet
+    # normalisation; test.py: 64-frame windows 10 frames apart, softmax averaged, and its loop stops after the
+    # second window (``if i > 1: break``), which dense_max keeps.
+    "be": FinetuneProtocol("be", schedule="multistep", milestones=tuple(e / 45 for e in (10, 20, 25, 30, 35, 40)),
+                           gamma=0.3, dropout=0.5, frames=64, stride=1, test="dense", dense_step=10, dense_max=2,
+                           average="softmax", normalise=True),
+    # MLFO releases no evaluation code and points to CoCLR's: flip + ColorJitter per clip, dropout 0.5 before the
+    # head, ImageNet normalisation, x0.1 at 60% and 80% of the epochs, 10 clips, softmax averaged.
+    "mlfo": FinetuneProtocol("mlfo", schedule="multistep", milestones=(0.6, 0.8), gamma=0.1, flip=True,
+                             jitter=(0.8, 0.8, 0.8, 0.2), jitter_p=0.8, dropout=0.5, average="softmax",
+                             normalise=True),
+}
+
+
+def get_protocol(name: str) -> FinetuneProtocol:
+    """The protocol called ``name``.
+
+    Raises:
+        ValueError: naming the key and the choices, for an unknown name.
+    """
+    if name not in PROTOCOLS:
+        raise ValueError(f"finetune.protocol: unknown protocol {name!r}; choose from {sorted(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+class Normalise(nn.Module):
+    """ImageNet mean/std on B×3×T×H×W input in [0, 1] (DualVar, BE, MLFO normalise; IIC does not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def build_scheduler(proto: FinetuneProtocol, opt: torch.optim.Optimizer, epochs: int) -> object:
+    """The protocol's learning-rate schedule over ``epochs`` (plateau steps with the validation loss)."""
+    if proto.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "min", factor=proto.gamma, patience=proto.patience,
+                                                          min_lr=proto.min_lr)
+    if proto.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, proto.milestone_epochs(epochs), gamma=proto.gamma)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+
+
+class AugmentedClipDataset(ClipDataset):
+    """One random clip per video with the protocol's flip and colour jitter, drawn once per clip."""
+
+    def __init__(self, records: Sequence[VideoRecord], spec: ClipSpec, proto: FinetuneProtocol) -> None:
+        from vidssl.data.augment import AugmentSpec
+
+        super().__init__(records, spec)
+        self.augment = AugmentSpec(crop=spec.crop, flip=proto.flip, jitter=proto.jitter, jitter_p=proto.jitter_p)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        from vidssl.data.augment import augment_clip
+        from vidssl.data.clips import _sample_rng, random_clip
+
+        rng = _sample_rng()
+        rec, s = self.records[index], self.spec
+        clip = self.load(index, random_clip(rec.n_frames, s.frames, s.stride, rng))
+        return augment_clip(clip, self.augment, rng), rec.label, index
+
+
+def dense_starts(n_frames: int, span: int, step: int) -> list[int]:
+    """Start frames of every ``span``-frame window ``step`` apart (one window at 0 for a shorter video)."""
+    return list(range(0, max(n_frames - span, 0) + 1, step))
+
+
+class DenseClipDataset(MultiClipDataset):
+    """Every window ``step`` frames apart, centre-cropped (BE's test): (N×3×T×S×S uint8, label, index); N varies
+    with the video's length, so load it with batch size 1."""
+
+    def __init__(self, records: Sequence[VideoRecord], spec: ClipSpec, step: int, max_windows: int = 0) -> None:
+        super().__init__(records, spec, n_clips=1)
+        self.step, self.max_windows = step, max_windows
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        rec, s = self.records[index], self.spec
+        starts = dense_starts(rec.n_frames, s.span, self.step)
+        starts = starts[: self.max_windows] if self.max_windows else starts
+        clips = [[st + i * s.stride for i in range(s.frames)] for st in starts]
+        wanted = sorted({i for c in clips for i in c})
+        where = {f: k for k, f in enumerate(wanted)}
+        video = self.load(index, wanted)
+        stacked = torch.stack([video[:, [where[f] for f in c]] for c in clips])
+        return center_crop(stacked, s.crop).contiguous(), rec.label, index
+
+
+def video_scores(logits: torch.Tensor, average: str) -> torch.Tensor:
+    """N×C clip logits of one video -> its C scores: the mean of logits, or of softmax outputs."""
+    return (logits.softmax(-1) if average == "softmax" else logits).mean(0)
+
+
+def test_dataset(proto: FinetuneProtocol, records: Sequence[VideoRecord], spec: ClipSpec,
+                 test_clips: int) -> MultiClipDataset:
+    """The protocol's test views: ``test_clips`` evenly spaced clips, or dense windows."""
+    if proto.test == "dense":
+        return DenseClipDataset(records, spec, proto.dense_step, proto.dense_max)
+    return MultiClipDataset(records, spec, test_clips)
+
+
+def check_logits(logits: torch.Tensor | np.ndarray, what: str) -> None:
+    """Stop with an error when logits hold NaN or Inf: a score computed from them would be meaningless.
+
+    Raises:
+        ValueError: naming ``what``.
+    """
+    t = torch.as_tensor(logits)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{what}: the classifier output holds NaN or Inf (non-finite weights or features); "
+                         "no accuracy is computed from it. Check the training loss and the pretrained weights")
