@@ -1,55 +1,48 @@
-"""Serve the vidssl pipeline locally: a nightly cron deployment and an on-demand one, with one command.
+"""Serve the vidssl pipeline of this checkout: a nightly cron deployment and an on-demand one, with one command.
 
-    python flows/deploy.py                      # serve both until Ctrl-C (temporary local server if none set)
+    vidssl serve                                # = python flows/deploy.py: server + deployments until Ctrl-C
     python flows/deploy.py --dry-run            # build them, print names and schedules, exit
-    PREFECT_API_URL=<printed url> prefect deployment run 'vidssl-pipeline/on-demand' --param force=true
+    prefect deployment run 'vidssl-pipeline/on-demand' --param force=true     # from another shell
 
-`serve` runs each flow run in a subprocess on this machine. With no PREFECT_API_URL set, this script starts
-one temporary API server on 127.0.0.1 (state in PREFECT_HOME, default .prefect/) and shares it with those
-subprocesses; it lives as long as this command, and so does the schedule. Point PREFECT_API_URL at a
-`prefect server start` to keep history and the UI between sessions. Stop serving with Ctrl-C (SIGINT):
-in Prefect 3.8.8 a SIGTERM leaves `serve` hanging while it pauses the deployments.
+With no PREFECT_API_URL set, this starts a Prefect server (`prefect server start`) on --host/--port (default
+127.0.0.1:4200), its state (SQLite database, logs) in PREFECT_HOME (default <checkout>/.prefect), and records
+it in PREFECT_HOME/server.json so that `vidssl pipeline` and `prefect` commands of this workspace report to it.
+With PREFECT_API_URL set (a shared server), the deployments are registered there instead and no server starts.
+The served runs execute in subprocesses on this machine, in this checkout: the deployments have no repo
+parameter. Stop with Ctrl-C or SIGTERM; the server this command started stops with it.
 
-GPU stages (pretrain, finetune, retrieve) carry the task tag "gpu". Two ways to use it:
-
-1. One GPU box running everything: cap GPU work across all flow runs with a tag concurrency limit,
-       prefect concurrency-limit create gpu 1
-   so a nightly run and an on-demand run never train at the same time.
-2. Separate GPU workers: in Prefect 3 a task runs inside its flow's process, so a tag alone does not move it
-   to another machine. Give the GPU stages their own deployment on a `gpu` work pool, with a worker there:
-       prefect work-pool create gpu --type process
-       prefect worker start --pool gpu              # on the GPU host, in its own checkout of this repo
-       pipeline.from_source("<git url of this repo>", "flows/pipeline.py:pipeline").deploy(
-           name="gpu-stages", work_pool_name="gpu",
-           parameters={"stages": ["pretrain", "finetune", "retrieve"]})
-   Then a CPU-side flow runs `pipeline(stages=[synth..validate])`, `dvc push`, then
-   `prefect.deployments.run_deployment("vidssl-pipeline/gpu-stages", parameters={"pipeline_id": <its id>})`
-   (the GPU run does `dvc pull` first and `dvc push` after), then `pipeline(stages=["evaluate"])`. Passing
-   `pipeline_id` keeps every stage's MLflow run under one parent. Each checkout takes its own workspace
-   lock, so the two parts must not share one workspace directory.
+Operating with work pools instead (a `cpu` and a `gpu` worker, each in its own checkout) uses prefect.yaml:
+see docs/operations.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
+import subprocess
 import sys
-from contextlib import AbstractContextManager, nullcontext
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python flows/deploy.py` puts flows/ first
 
-from flows.pipeline import WORKSPACE, pipeline  # (also applies the offline Prefect defaults)
+from flows.pipeline import SERVER_RECORD, WORKSPACE, workspace_pipeline  # noqa: E402  (also Prefect defaults)
 
 NIGHTLY_CRON = "0 2 * * *"
+SERVER_START_TIMEOUT_S = 180.0
 
 
-def build_deployments(repo: str, cron: str = NIGHTLY_CRON, timezone: str = "UTC") -> list[Any]:
-    """The two runner deployments of the pipeline flow (built locally; nothing is sent to an API).
+def build_deployments(cron: str = NIGHTLY_CRON, timezone: str = "UTC") -> list[Any]:
+    """The two runner deployments of this checkout's pipeline (built locally; nothing is sent to an API).
 
     Args:
-        repo: absolute path of the DVC workspace the runs work in (a served run's cwd is not ours to pick).
         cron: nightly schedule, cron syntax.
         timezone: IANA zone the cron is read in.
 
@@ -58,14 +51,13 @@ def build_deployments(repo: str, cron: str = NIGHTLY_CRON, timezone: str = "UTC"
     """
     from prefect.schedules import Cron
 
-    params = {"repo": repo}
-    nightly = pipeline.to_deployment(
-        name="nightly", schedule=Cron(cron, timezone=timezone), parameters=params, tags=["vidssl", "nightly"],
-        description="Nightly run: DVC reruns only what new videos or changed params touch.",
+    nightly = workspace_pipeline.to_deployment(
+        name="nightly", schedule=Cron(cron, timezone=timezone), tags=["vidssl", "nightly"],
+        description=f"Nightly run in {WORKSPACE}: DVC reruns only what new videos or changed params touch.",
     )
-    on_demand = pipeline.to_deployment(
-        name="on-demand", parameters=params, tags=["vidssl", "on-demand"],
-        description="Run by hand: `prefect deployment run 'vidssl-pipeline/on-demand'`.",
+    on_demand = workspace_pipeline.to_deployment(
+        name="on-demand", tags=["vidssl", "on-demand"],
+        description=f"Run by hand in {WORKSPACE}: `prefect deployment run 'vidssl-pipeline/on-demand'`.",
     )
     return [nightly, on_demand]
 
@@ -74,48 +66,127 @@ def describe(deployment: Any) -> str:
     """One line: flow/deployment name, schedules (or 'on demand') and parameters."""
     crons = [f"cron {s.schedule.cron!r} ({s.schedule.timezone})" for s in deployment.schedules or []]
     when = ", ".join(crons) or "on demand"
-    return f"{pipeline.name}/{deployment.name}: {when}; parameters {deployment.parameters}"
+    return f"{workspace_pipeline.name}/{deployment.name}: {when}; workspace {WORKSPACE}"
 
 
-def _shared_local_api() -> AbstractContextManager[Any]:
-    """Start a temporary local API when none is configured, and share it with the flow-run subprocesses.
+def _healthy(api_url: str) -> bool:
+    request = urllib.request.Request(f"{api_url}/health")
+    auth = os.environ.get("PREFECT_API_AUTH_STRING")
+    if auth:
+        import base64
 
-    Left to itself, each served run's subprocess starts its own temporary server on the same SQLite file.
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextmanager
+def prefect_server(host: str, port: int, home: Path) -> Iterator[str]:
+    """Run `prefect server start` on host:port (state in `home`) for the life of the block; yields the API URL.
+
+    The server gets its own process group, so stopping it stops its workers too.
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    api_url = f"http://{host}:{port}/api"
+    if _healthy(api_url):
+        raise RuntimeError(f"something already answers on {host}:{port}; pick another --port, or point "
+                           f"PREFECT_API_URL={api_url} at it to use that server")
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port",
+                             str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    record = home / SERVER_RECORD
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not _healthy(api_url):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the Prefect server exited with {proc.returncode} before answering; see "
+                                   f"{home / 'server.log'}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Prefect server did not answer on {api_url} within "
+                                   f"{SERVER_START_TIMEOUT_S:.0f} s; see {home / 'server.log'}")
+            time.sleep(0.5)
+        record.write_text(json.dumps({"api_url": api_url, "pid": proc.pid, "workspace": str(WORKSPACE)}))
+        yield api_url
+    finally:
+        record.unlink(missing_ok=True)
+        stop_group(proc)
+        log.close()
 
-    if PREFECT_API_URL.value():
-        return nullcontext()
-    from prefect.server.api.server import SubprocessASGIServer
 
-    server = SubprocessASGIServer()  # binds 127.0.0.1 on a free port; stopped at exit
-    server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url  # inherited by the flow-run subprocesses
-    print(f"to trigger from another shell: PREFECT_API_URL={server.api_url} "
-          f"prefect deployment run 'vidssl-pipeline/on-demand'")
-    return temporary_settings(updates={PREFECT_API_URL: server.api_url})
+def stop_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM a process group started with start_new_session, then SIGKILL what is left after `grace`."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # the leader is gone; give the rest of the group the same signal
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM stops serving like Ctrl-C does (left alone, `serve` hangs on SIGTERM in Prefect 3.8)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: serve the deployments, or print them with --dry-run."""
-    parser = argparse.ArgumentParser(description="Serve the vidssl pipeline deployments locally.")
-    parser.add_argument("--repo", default=str(WORKSPACE), help="DVC workspace (default: this checkout)")
+    parser = argparse.ArgumentParser(description="Serve this checkout's vidssl pipeline deployments.")
+    parser.add_argument("--host", default="127.0.0.1", help="address of the Prefect server started here "
+                        "(default 127.0.0.1; ignored with PREFECT_API_URL)")
+    parser.add_argument("--port", type=int, default=4200, help="its port (default 4200)")
     parser.add_argument("--cron", default=NIGHTLY_CRON, help=f"nightly schedule (default: {NIGHTLY_CRON!r})")
     parser.add_argument("--timezone", default="UTC", help="time zone of the cron schedule (default: UTC)")
     parser.add_argument("--dry-run", action="store_true", help="print the deployments and exit")
     args = parser.parse_args(argv)
-    repo = Path(args.repo).resolve()
-    if not (repo / "dvc.yaml").is_file():
-        print(f"error: {repo / 'dvc.yaml'} not found: pass --repo <DVC workspace>", file=sys.stderr)
+    if not (WORKSPACE / "dvc.yaml").is_file():
+        print(f"error: {WORKSPACE / 'dvc.yaml'} not found: serve from a vidssl checkout", file=sys.stderr)
         return 2
-    deployments = build_deployments(str(repo), cron=args.cron, timezone=args.timezone)
+    try:
+        deployments = build_deployments(cron=args.cron, timezone=args.timezone)
+    except ValueError as exc:
+        print(f"error: --cron {args.cron!r} / --timezone {args.timezone!r}: {exc}", file=sys.stderr)
+        return 2
     for deployment in deployments:
-        print(describe(deployment))
-    if not args.dry_run:
-        from prefect import serve
+        print(describe(deployment), flush=True)
+    if args.dry_run:
+        return 0
+    from prefect import serve
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        with _shared_local_api():
+    _interrupt_on_sigterm()
+    home = Path(os.environ["PREFECT_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        if os.environ.get("PREFECT_API_URL"):
+            print(f"registering with the Prefect server at {os.environ['PREFECT_API_URL']}", flush=True)
             serve(*deployments)
+            return 0
+        with prefect_server(args.host, args.port, home) as url:
+            os.environ["PREFECT_API_URL"] = url  # inherited by the flow-run subprocesses
+            print(f"Prefect server at {url[:-4]} (state in {home}); to trigger from another shell: "
+                  f"PREFECT_API_URL={url} prefect deployment run 'vidssl-pipeline/on-demand'", flush=True)
+            with temporary_settings(updates={PREFECT_API_URL: url}):
+                serve(*deployments)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

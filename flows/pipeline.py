@@ -1,22 +1,41 @@
-"""Prefect flow over the DVC stages: one task per stage, DVC stays the authority on what is up to date.
+"""Prefect flows over the DVC stages: one task per stage, DVC stays the authority on what is up to date.
 
-Run from the repo root (no Prefect server needed; a temporary one on 127.0.0.1 starts by itself):
+Run from the repo root:
 
     python flows/pipeline.py                       # every stage of dvc.yaml, in dependency order
     python flows/pipeline.py --stages pretrain,finetune --force
+    python flows/pipeline.py --wait 3600           # queue behind a run that holds this workspace
+
+It reports to the Prefect server in PREFECT_API_URL, else to the one `vidssl serve` keeps for this workspace,
+else to a temporary local one started for the run.
 
 Each task runs `dvc repro --single-item <stage>`, so a stage whose deps, params and outs are unchanged is
 skipped by DVC, not by Prefect (tasks never use Prefect's result cache). Stage names and order come from
 dvc.yaml; for vidssl that is synth, extract, lists, validate, pretrain, finetune, retrieve, evaluate.
+
+Flows here:
+- `pipeline`: the run of a given workspace (`--repo`), for the command line.
+- `workspace_pipeline`: what the deployments run. It has no repo parameter: it works in the checkout its own
+  code was loaded from, which the deployment fixed when it was built. With `gpu_deployment` it sends the GPU
+  stages to that deployment (a worker of the `gpu` pool, in its own clone) and waits for it.
+- `gpu_stages`: the GPU side. It takes the CPU side's handoff (flows/handoff.py), `dvc pull`s the inputs, runs
+  pretrain/finetune/retrieve, `dvc push`es the models and hands the results back.
+
+Guard rails: one pipeline per workspace (a Prefect global concurrency limit, so a colliding run queues, plus
+the workspace file lock that every stage also takes) and one training stage per GPU (a second limit); retries
+only on the I/O stages and on `dvc push`/`dvc pull`.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import fcntl
+import hashlib
+import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +47,10 @@ from typing import Any
 import yaml
 
 WORKSPACE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(WORKSPACE))  # loaded by a worker from a checkout: import this checkout's library
+
+from flows import handoff  # noqa: E402
+from vidssl.pipeline.lock import WorkspaceBusyError, workspace_lock  # noqa: E402
 
 # Telemetry off for every tool the stages touch; also given to each stage's environment.
 TELEMETRY_OFF = {
@@ -37,6 +60,17 @@ TELEMETRY_OFF = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
 }
+SERVER_RECORD = "server.json"  # written by `vidssl serve` in PREFECT_HOME: the standing server of this workspace
+
+
+def standing_server(home: Path) -> str | None:
+    """The API URL of the server `vidssl serve` runs for this workspace, if it is still running."""
+    try:
+        record = json.loads((home / SERVER_RECORD).read_text())
+        os.kill(int(record["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(record.get("api_url") or "") or None
 
 
 def _offline_defaults() -> None:
@@ -45,6 +79,10 @@ def _offline_defaults() -> None:
     Runs before `prefect` is imported: Prefect reads its settings once, at import.
     """
     os.environ.setdefault("PREFECT_HOME", str(WORKSPACE / ".prefect"))
+    if not os.environ.get("PREFECT_API_URL"):
+        url = standing_server(Path(os.environ["PREFECT_HOME"]))
+        if url:
+            os.environ["PREFECT_API_URL"] = url
     # The temporary server's cold start (import + DB migrations) can pass Prefect's 20 s default on a busy
     # 2-core laptop or CI runner; waiting longer beats failing the run.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -54,21 +92,24 @@ def _offline_defaults() -> None:
 
 _offline_defaults()
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
+from prefect.states import Completed, Failed  # noqa: E402
 
 IO_STAGES = frozenset({"synth", "extract", "lists"})  # retried: a flaky disk or decoder is worth a second try
-GPU_STAGES = frozenset({"pretrain", "finetune", "retrieve"})  # tagged "gpu" so they can be routed
+GPU_STAGES = frozenset({"pretrain", "finetune", "retrieve"})  # tagged "gpu"; sent to the gpu pool when asked
 IO_RETRIES = 2
 IO_RETRY_DELAY_S = 10.0
 TAIL_LINES = 40
+LEASE_S = 60.0  # a concurrency slot of a killed run is given back this long after its holder stopped renewing
 # What DVC prints when another dvc process holds the repo lock or a read/write lock on a shared path.
 _LOCK_PATTERNS = ("Unable to acquire lock", "is busy, it is being blocked by")
 _RAN_RE = re.compile(r"^Running stage '")
+TO_GPU, FROM_GPU = "vidssl-to-gpu", "vidssl-from-gpu"  # handoff artifact keys
 
 
-class PipelineBusyError(RuntimeError):
+class PipelineBusyError(WorkspaceBusyError):
     """Another pipeline (or dvc command) holds this workspace's lock."""
 
 
@@ -88,8 +129,8 @@ _BUSY = ("another pipeline is running in this workspace ({repo}); wait for it to
 
 
 def stage_error(stage: str, repo: Path, returncode: int, tail: str) -> RuntimeError:
-    """The exception for a failed `dvc repro`: PipelineBusyError when DVC reports a held lock."""
-    if any(pattern in tail for pattern in _LOCK_PATTERNS):
+    """The exception for a failed `dvc repro`: PipelineBusyError when DVC or the workspace lock says busy."""
+    if any(pattern in tail for pattern in _LOCK_PATTERNS) or returncode == WorkspaceBusyError.exit_code:
         return PipelineBusyError(_BUSY.format(repo=repo, detail=tail))
     return StageFailedError(stage, returncode, tail)
 
@@ -109,15 +150,15 @@ def _overlaps(a: str, b: str) -> bool:
     return a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep)
 
 
-def stage_order(repo: str | Path) -> list[str]:
-    """Stage names of `<repo>/dvc.yaml` in dependency order (ties keep the file's order).
+def stage_graph(repo: str | Path) -> dict[str, set[str]]:
+    """Each stage of `<repo>/dvc.yaml` -> the stages it depends on directly (file order kept in the keys).
 
     A stage depends on another when one of its deps overlaps one of the other's outs, metrics or plots,
     the same rule DVC uses to build its graph.
 
     Raises:
         FileNotFoundError: no dvc.yaml in `repo`.
-        ValueError: dvc.yaml has no stages, or they form a cycle.
+        ValueError: dvc.yaml has no stages.
     """
     path = Path(repo) / "dvc.yaml"
     if not path.is_file():
@@ -127,15 +168,37 @@ def stage_order(repo: str | Path) -> list[str]:
         raise ValueError(f"{path} declares no stages under 'stages:'")
     outs = {name: _entries(spec, ("outs", "metrics", "plots")) for name, spec in stages.items()}
     deps = {name: _entries(spec, ("deps",)) for name, spec in stages.items()}
-    upstream = {name: {other for other in stages if other != name and any(
+    return {name: {other for other in stages if other != name and any(
         _overlaps(d, o) for d in deps[name] for o in outs[other])} for name in stages}
+
+
+def stage_order(repo: str | Path) -> list[str]:
+    """Stage names of `<repo>/dvc.yaml` in dependency order (ties keep the file's order).
+
+    Raises:
+        FileNotFoundError: no dvc.yaml in `repo`.
+        ValueError: dvc.yaml has no stages, or they form a cycle.
+    """
+    upstream = stage_graph(repo)
     order: list[str] = []
-    while len(order) < len(stages):
-        ready = [n for n in stages if n not in order and upstream[n] <= set(order)]
+    while len(order) < len(upstream):
+        ready = [n for n in upstream if n not in order and upstream[n] <= set(order)]
         if not ready:
-            raise ValueError(f"{path}: stages {sorted(set(stages) - set(order))} form a dependency cycle")
+            raise ValueError(f"{Path(repo) / 'dvc.yaml'}: stages {sorted(set(upstream) - set(order))} form a "
+                             "dependency cycle")
         order.append(ready[0])
     return order
+
+
+def upstream_of(repo: str | Path, stages: list[str]) -> list[str]:
+    """Every stage that `stages` depend on, directly or not, that is not itself in `stages` (pipeline order)."""
+    graph, found, todo = stage_graph(repo), set(), list(stages)
+    while todo:
+        for dep in graph[todo.pop()]:
+            if dep not in found:
+                found.add(dep)
+                todo.append(dep)
+    return [s for s in stage_order(repo) if s in found - set(stages)]
 
 
 def select_stages(repo: str | Path, stages: list[str] | None) -> list[str]:
@@ -169,16 +232,84 @@ def stage_env(pipeline_id: str, flow_run_id: str) -> dict[str, str]:
     }
 
 
-def _dvc_command() -> list[str]:
-    """The dvc of this interpreter's environment, so a worker never picks up another install."""
-    exe = Path(sys.executable).with_name("dvc")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "dvc"]
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the flow process dies, so no `dvc repro` outlives its flow."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the stage's own orphan watch still stops it
 
 
 def _retry_unless_busy(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect retry condition: a busy workspace will still be busy in a few seconds; fail at once."""
-    return not isinstance(state.data, PipelineBusyError)
+    return not isinstance(state.data, WorkspaceBusyError)
 
+
+# --- concurrency limits (Prefect global concurrency: a run that finds the slot taken waits in line) ----------
+
+def workspace_limit(root: Path) -> str:
+    """Name of the global concurrency limit of one workspace: this host and this path."""
+    digest = hashlib.sha1(f"{socket.gethostname()}:{Path(root).resolve()}".encode()).hexdigest()[:12]
+    return f"vidssl-workspace-{digest}"
+
+
+def gpu_limit() -> str:
+    """Name of the global concurrency limit of the GPU this process trains on (host + first visible device)."""
+    device = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0].strip() or "0"
+    host = re.sub(r"[^a-z0-9-]", "-", socket.gethostname().lower())
+    return f"vidssl-gpu-{host}-{device}"
+
+
+def ensure_limit(name: str, limit: int = 1) -> None:
+    """Create global concurrency limit `name` with `limit` slots unless it exists (limits are created, not
+    implied, in Prefect 3)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+            return
+        except ObjectNotFound:
+            pass
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+        except ObjectAlreadyExists:
+            pass  # created by a run that started at the same moment
+
+
+@contextmanager
+def slot(name: str, what: str, wait_s: float | None) -> Iterator[None]:
+    """Hold one slot of limit `name`; wait for it (None: as long as it takes), or refuse with a busy error."""
+    from prefect.concurrency.sync import concurrency
+
+    logger = get_run_logger()
+    ensure_limit(name)
+    try:
+        with concurrency(name, occupy=1, timeout_seconds=1, lease_duration=LEASE_S, strict=True):
+            yield
+        return
+    except TimeoutError:
+        pass
+    if wait_s is not None and wait_s <= 1:
+        raise PipelineBusyError(f"{what} is taken by another run (concurrency limit {name!r}); nothing was started. "
+                                "Run again later, or let the run wait (`--wait SECONDS`).")
+    logger.warning("%s is taken by another run (concurrency limit %r): this run waits in line", what, name)
+    start = time.monotonic()
+    try:
+        with concurrency(name, occupy=1, timeout_seconds=None if wait_s is None else wait_s - 1,
+                         lease_duration=LEASE_S, strict=True):
+            logger.info("%s is free after %.0f s of waiting", what, time.monotonic() - start)
+            yield
+    except TimeoutError:
+        raise PipelineBusyError(f"{what} was still taken after {wait_s:.0f} s (concurrency limit {name!r}); "
+                                "nothing was started") from None
+
+
+# --- tasks ---------------------------------------------------------------------------------------------------
 
 @task(name="dvc-stage", task_run_name="{stage}", cache_policy=NO_CACHE, retry_condition_fn=_retry_unless_busy)
 def run_stage(stage: str, repo: str, env: dict[str, str], force: bool = False) -> dict[str, Any]:
@@ -188,24 +319,24 @@ def run_stage(stage: str, repo: str, env: dict[str, str], force: bool = False) -
         stage: stage name in dvc.yaml.
         repo: the DVC workspace.
         env: variables added to this process's os.environ for the stage (the worker's own environment stays,
-            so a GPU worker keeps its CUDA settings).
+            so a GPU worker keeps its CUDA settings, and the workspace lock is handed down).
         force: pass `--force` (run even if DVC finds nothing changed).
 
     Returns:
         {"stage", "returncode", "seconds", "ran"}; `ran` is False when DVC skipped the unchanged stage.
 
     Raises:
-        PipelineBusyError: another dvc process holds a lock this stage needs (not retried).
+        PipelineBusyError: another dvc process or stage holds a lock this stage needs (not retried).
         StageFailedError: dvc exited non-zero; the message holds its last 40 lines.
     """
     logger = get_run_logger()
-    cmd = [*_dvc_command(), "repro", "--single-item", stage, *(["--force"] if force else [])]
+    cmd = [*handoff.dvc_command(), "repro", "--single-item", stage, *(["--force"] if force else [])]
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     ran = False
     start = time.monotonic()
     with subprocess.Popen(
         cmd, cwd=repo, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace", bufsize=1,
+        text=True, errors="replace", bufsize=1, preexec_fn=_die_with_parent,
     ) as proc:
         assert proc.stdout is not None
         for raw in proc.stdout:
@@ -222,6 +353,15 @@ def run_stage(stage: str, repo: str, env: dict[str, str], force: bool = False) -
     return {"stage": stage, "returncode": returncode, "seconds": seconds, "ran": ran}
 
 
+@task(name="dvc-transfer", task_run_name="dvc {verb}", cache_policy=NO_CACHE, retries=IO_RETRIES,
+      retry_delay_seconds=IO_RETRY_DELAY_S)
+def dvc_transfer(verb: str, repo: str, stages: list[str]) -> str:
+    """`dvc push` or `dvc pull` of the outs of `stages` (through the workspace's default DVC remote)."""
+    out = handoff.run_dvc(Path(repo), verb, *stages)
+    get_run_logger().info("dvc %s %s: %s", verb, " ".join(stages), out.strip().splitlines()[-1:] or "done")
+    return out
+
+
 def task_for(stage: str) -> Any:
     """`run_stage` configured for one stage: retries for I/O stages, tag "gpu" for GPU stages."""
     io = stage in IO_STAGES
@@ -232,26 +372,11 @@ def task_for(stage: str) -> Any:
     )
 
 
-@contextmanager
-def workspace_lock(repo: Path) -> Iterator[None]:
-    """Hold `.dvc/tmp/vidssl-pipeline.lock` so two flows never interleave stages in one workspace.
-
-    DVC alone only refuses a second run when the two touch the same paths; this makes it one pipeline per
-    workspace. flock is released by the OS when the process dies, so a crash leaves no stale lock.
-    """
-    if not (repo / ".dvc").is_dir():
-        raise FileNotFoundError(f"{repo} is not a DVC repository (no .dvc/): run `dvc init` there first")
-    lock_path = repo / ".dvc" / "tmp" / "vidssl-pipeline.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PipelineBusyError(_BUSY.format(repo=repo, detail=f"lock held: {lock_path}")) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _run_one(stage: str, root: Path, env: dict[str, str], force: bool) -> dict[str, Any]:
+    if stage in GPU_STAGES:  # one training stage per GPU, across every workspace of this host
+        with slot(gpu_limit(), f"the GPU ({gpu_limit()})", None):
+            return task_for(stage)(stage, str(root), env, force=force)
+    return task_for(stage)(stage, str(root), env, force=force)
 
 
 def _summary(results: list[dict[str, Any]], planned: list[str]) -> str:
@@ -260,39 +385,148 @@ def _summary(results: list[dict[str, Any]], planned: list[str]) -> str:
     for stage in planned:
         r = done.get(stage)
         status = "not run" if r is None else ("ran" if r["ran"] else "up to date")
-        rows.append(f"  {stage:<10} {status:<11}" + ("" if r is None else f" {r['seconds']:8.1f} s"))
+        where = "" if r is None or not r.get("where") else f" (on {r['where']})"
+        rows.append(f"  {stage:<10} {status:<11}" + ("" if r is None else f" {r['seconds']:8.1f} s{where}"))
     return "pipeline summary:\n" + "\n".join(rows)
 
 
+def final_message(results: list[dict[str, Any]]) -> str:
+    """The flow run's final state message: what reran, or that nothing did."""
+    ran = [r["stage"] for r in results if r["ran"]]
+    if not ran:
+        return f"nothing new: all {len(results)} stage(s) up to date, nothing reran"
+    return f"reran {len(ran)} of {len(results)} stage(s): {', '.join(ran)}"
+
+
+def _send_to_gpu(root: Path, gpu_part: list[str], deployment: str, pid: str, force: bool,
+                 ran_before: list[str]) -> list[dict[str, Any]]:
+    """Run `gpu_part` as a run of the GPU deployment, data and models moving through the DVC remote."""
+    from prefect.deployments import run_deployment
+
+    logger = get_run_logger()
+    inputs = upstream_of(root, gpu_part)
+    if inputs:
+        dvc_transfer("push", str(root), inputs)
+    handoff.publish(handoff.collect(root, inputs, ran_before, with_params=True), TO_GPU)
+    logger.info("sending %s to deployment %s", ", ".join(gpu_part), deployment)
+    run = run_deployment(deployment, parameters={"source_run": str(flow_run.id), "pipeline_id": pid,
+                                                 "stages": gpu_part, "force": force}, timeout=None)
+    if not run.state or not run.state.is_completed():
+        state = run.state
+        raise StageFailedError(",".join(gpu_part), 1, f"GPU run {run.name} ({run.id}) of {deployment} ended "
+                               f"{state.name if state else 'without a state'}: {state.message if state else ''}")
+    back = handoff.fetch(str(run.id), FROM_GPU)
+    handoff.apply(root, {**back, "params": None})
+    dvc_transfer("pull", str(root), gpu_part)
+    return [{"stage": s, "returncode": 0, "seconds": back.get("seconds", {}).get(s, 0.0), "ran": s in back["ran"],
+             "where": f"gpu run {run.name}"} for s in gpu_part]
+
+
+def run_pipeline(root: Path, stages: list[str] | None, force: bool, pipeline_id: str | None, wait_s: float | None,
+                 gpu_deployment: str | None = None) -> Any:
+    """The body of the pipeline flows: slot, lock, stages in order (GPU ones sent away when asked).
+
+    Returns:
+        The final state: Completed with a message saying what reran (or that nothing did), or a Failed state
+        named "WorkspaceBusy" when the workspace was taken and the run was not to wait.
+    """
+    logger = get_run_logger()
+    planned = select_stages(root, stages)
+    pid = pipeline_id or str(flow_run.id)
+    env = stage_env(pid, str(flow_run.id))
+    results: list[dict[str, Any]] = []
+    logger.info("workspace %s; stages: %s (pipeline id %s)", root, ", ".join(planned), pid)
+    try:
+        with slot(workspace_limit(root), f"workspace {root}", wait_s), \
+                workspace_lock(f"pipeline {pid}", root, wait=wait_s if wait_s is not None else float("inf"),
+                               hand_down=True):
+            try:
+                gpu_part = [s for s in planned if s in GPU_STAGES] if gpu_deployment else []
+                for stage in planned:
+                    if stage in gpu_part:
+                        if stage == gpu_part[0]:
+                            ran = [r["stage"] for r in results if r["ran"]]
+                            results += _send_to_gpu(root, gpu_part, gpu_deployment, pid, force, ran)
+                        continue
+                    results.append(_run_one(stage, root, env, force))
+            finally:
+                logger.info(_summary(results, planned))
+    except WorkspaceBusyError as err:
+        busy = err if isinstance(err, PipelineBusyError) else PipelineBusyError(str(err))
+        logger.error("%s", busy)
+        return Failed(name="WorkspaceBusy", message=str(busy), data=busy)
+    return Completed(message=final_message(results), data=results)
+
+
 @flow(name="vidssl-pipeline")
-def pipeline(
-    repo: str = ".", stages: list[str] | None = None, force: bool = False, pipeline_id: str | None = None
-) -> list[dict[str, Any]]:
-    """Run the DVC stages in dependency order, one task each, stopping at the first failure.
+def pipeline(repo: str = ".", stages: list[str] | None = None, force: bool = False, pipeline_id: str | None = None,
+             wait_s: float | None = 0, gpu_deployment: str | None = None) -> Any:
+    """Run the DVC stages of `repo` in dependency order, one task each, stopping at the first failure.
 
     Args:
         repo: the DVC workspace (holds dvc.yaml and .dvc/).
         stages: stage names to run (pipeline order is kept); None runs all of them (see `select_stages`).
         force: pass `--force` to every `dvc repro`.
-        pipeline_id: id that links the stages' MLflow runs; default this flow run's id (a part of a pipeline
-            run elsewhere, e.g. the GPU stages, passes the id of the run that started it).
+        pipeline_id: id that links the stages' MLflow runs; default this flow run's id.
+        wait_s: seconds to wait for a workspace another run holds (None: no limit; 0: refuse at once).
+        gpu_deployment: "flow/deployment" to send the GPU stages to; None runs them here.
 
     Returns:
-        One `run_stage` result per stage run.
+        One `run_stage` result per stage; the flow run's final message says what reran.
+    """
+    return run_pipeline(Path(repo).resolve(), stages, force, pipeline_id, wait_s, gpu_deployment)
+
+
+@flow(name="vidssl-pipeline")
+def workspace_pipeline(stages: list[str] | None = None, force: bool = False,
+                       gpu_deployment: str | None = None) -> Any:
+    """The deployed pipeline: runs in the checkout this flow's code was loaded from (no repo parameter), and
+    waits in line behind another run of the same workspace instead of failing.
+
+    Args:
+        stages: stage names to run; None runs all of them.
+        force: pass `--force` to every `dvc repro`.
+        gpu_deployment: "flow/deployment" (e.g. "vidssl-gpu-stages/gpu") to send pretrain, finetune and
+            retrieve to; None runs them here.
+    """
+    return run_pipeline(WORKSPACE, stages, force, None, None, gpu_deployment)
+
+
+@flow(name="vidssl-gpu-stages")
+def gpu_stages(source_run: str, pipeline_id: str, stages: list[str] | None = None, force: bool = False) -> Any:
+    """The GPU side of a pipeline run, in this checkout: take the handoff of flow run `source_run`, pull the
+    inputs, run the GPU stages, push the models, hand the results back.
+
+    Args:
+        source_run: id of the flow run that sent the stages (its handoff artifact is read).
+        pipeline_id: the pipeline's id, so the stages' MLflow runs nest under its parent run.
+        stages: which GPU stages to run (default all of pretrain, finetune, retrieve that dvc.yaml has).
+        force: pass `--force` to every `dvc repro`.
     """
     logger = get_run_logger()
-    root = Path(repo).resolve()
-    planned = select_stages(root, stages)
-    env = stage_env(pipeline_id or str(flow_run.id), str(flow_run.id))
+    root = WORKSPACE
+    wanted = select_stages(root, stages if stages is not None else sorted(GPU_STAGES & set(stage_order(root))))
+    env = stage_env(pipeline_id, str(flow_run.id))
     results: list[dict[str, Any]] = []
-    logger.info("stages: %s (pipeline id %s)", ", ".join(planned), env["VIDSSL_PIPELINE_ID"])
-    with workspace_lock(root):
-        try:
-            for stage in planned:
-                results.append(task_for(stage)(stage, str(root), env, force=force))
-        finally:
-            logger.info(_summary(results, planned))
-    return results
+    try:
+        with slot(workspace_limit(root), f"workspace {root}", None), \
+                workspace_lock(f"GPU stages of pipeline {pipeline_id}", root, wait=float("inf"), hand_down=True):
+            sent = handoff.fetch(source_run, TO_GPU)
+            inputs = handoff.apply(root, sent)
+            logger.info("handoff from flow run %s: stages %s at commit %s", source_run, ", ".join(inputs),
+                        sent["commit"][:12])
+            if inputs:
+                dvc_transfer("pull", str(root), inputs)
+            for stage in wanted:
+                results.append(_run_one(stage, root, env, force))
+            dvc_transfer("push", str(root), wanted)
+            back = handoff.collect(root, wanted, [r["stage"] for r in results if r["ran"]], with_params=False)
+            back["seconds"] = {r["stage"]: r["seconds"] for r in results}
+            handoff.publish(back, FROM_GPU)
+            logger.info(_summary(results, wanted))
+    except WorkspaceBusyError as err:
+        return Failed(name="WorkspaceBusy", message=str(err), data=err)
+    return Completed(message=final_message(results), data=results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", default=".", help="DVC workspace (default: current directory)")
     parser.add_argument("--stages", default=None, help="comma-separated stage names (default: all)")
     parser.add_argument("--force", action="store_true", help="rerun stages even if DVC finds them up to date")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long for a workspace another run holds (default 0: refuse at once; "
+                             "-1: no limit)")
     args = parser.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     try:
@@ -312,11 +549,17 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    print(f"reporting to the Prefect server at {url}" if url else
+          "no Prefect server configured (PREFECT_API_URL, `vidssl serve`): a temporary local one records this run",
+          file=sys.stderr)
     try:
-        pipeline(repo=args.repo, stages=stages, force=args.force)
-    except (PipelineBusyError, StageFailedError) as exc:
+        pipeline(repo=args.repo, stages=stages, force=args.force, wait_s=None if args.wait < 0 else args.wait)
+    except (WorkspaceBusyError, StageFailedError, handoff.HandoffError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 75 if isinstance(exc, PipelineBusyError) else 1  # 75 = EX_TEMPFAIL: try again later
+        return 75 if isinstance(exc, WorkspaceBusyError) else 1  # 75 = EX_TEMPFAIL: try again later
     return 0
 
 

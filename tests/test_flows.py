@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -120,8 +121,10 @@ def test_flow_runs_in_order_skips_and_reruns_downstream(flows, template, tmp_pat
     assert (repo / "c.txt").read_text() == "src\nextra\n"
     assert (repo / "id.txt").read_text() == str(state.state_details.flow_run_id)  # pipeline id reached it
 
-    second = flows.pipeline.pipeline(repo=str(repo))
-    assert [r["ran"] for r in second] == [False, False, False]  # DVC skipped the unchanged stages
+    assert state.message == "reran 3 of 3 stage(s): a, b, c"
+    second = flows.pipeline.pipeline(repo=str(repo), return_state=True)
+    assert [r["ran"] for r in second.result()] == [False, False, False]  # DVC skipped the unchanged stages
+    assert second.message == "nothing new: all 3 stage(s) up to date, nothing reran"
 
     (repo / "extra.txt").write_text("changed\n")  # a dep of b only: b and c rerun, a does not
     third = flows.pipeline.pipeline(repo=str(repo))
@@ -187,26 +190,91 @@ def test_dvc_lock_contention_is_busy_not_retried(flows, template, tmp_path, monk
 
 def test_workspace_lock_and_cli_exit_codes(flows, template, tmp_path, capsys):
     repo = make_project(template, tmp_path / "proj", ABC, {"src.txt": "src\n", "extra.txt": "extra\n"})
-    lock = repo / ".dvc" / "tmp" / "vidssl-pipeline.lock"
+    lock = repo / ".dvc" / "tmp" / "vidssl-workspace.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+") as held:  # another flow in this workspace holds it
+    with open(lock, "a+") as held:  # another run (a stage started by hand, say) holds the workspace
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(flows.pipeline.PipelineBusyError, match="vidssl-pipeline.lock"):
-            flows.pipeline.pipeline(repo=str(repo))
+        held.write(json.dumps({"holder": "stage pretrain", "pid": 4242, "host": "box"}))
+        held.flush()
+        state = flows.pipeline.pipeline(repo=str(repo), return_state=True)
+        assert state.is_failed() and state.name == "WorkspaceBusy"  # a named state, not a crash
+        assert "stage pretrain (pid 4242 on box)" in state.message and "vidssl-workspace.lock" in state.message
         assert flows.pipeline.main(["--repo", str(repo)]) == 75
-    assert "another pipeline is running" in capsys.readouterr().err
+    assert "is busy: stage pretrain" in capsys.readouterr().err
     assert not (repo / "a.txt").exists()
     assert flows.pipeline.main(["--repo", str(repo), "--stages", "a,nope"]) == 2
     assert "unknown stage(s) ['nope']" in capsys.readouterr().err
 
 
-def test_deploy_dry_run_lists_nightly_and_on_demand(flows, template, tmp_path, capsys):
-    repo = make_project(template, tmp_path / "proj", ABC)
-    assert flows.deploy.main(["--dry-run", "--repo", str(repo)]) == 0
+@pytest.mark.slow
+def test_colliding_runs_queue_or_refuse_by_flag(flows, template, tmp_path):
+    from prefect.concurrency.sync import concurrency
+
+    repo = make_project(template, tmp_path / "proj", ABC, {"src.txt": "src\n", "extra.txt": "extra\n"})
+    name = flows.pipeline.workspace_limit(repo)
+    assert name == flows.pipeline.workspace_limit(Path(str(repo) + "/."))  # one name per workspace
+    flows.pipeline.ensure_limit(name)
+    outcome: dict = {}
+    with concurrency(name, occupy=1, strict=True):  # another pipeline run holds this workspace's slot
+        refused = flows.pipeline.pipeline(repo=str(repo), wait_s=0, return_state=True)
+        assert refused.name == "WorkspaceBusy" and name in refused.message
+        waiter = threading.Thread(target=lambda: outcome.update(
+            state=flows.pipeline.pipeline(repo=str(repo), wait_s=None, return_state=True)))
+        waiter.start()
+        time.sleep(4)
+        assert waiter.is_alive() and not (repo / "a.txt").exists()  # queued, not failed, not running
+    waiter.join(timeout=120)
+    assert outcome["state"].is_completed(), outcome["state"]
+    assert (repo / "c.txt").read_text() == "src\nextra\n"
+
+
+def test_deploy_dry_run_binds_the_deployments_to_this_checkout(flows, capsys):
+    assert flows.deploy.main(["--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines == [
-        f"vidssl-pipeline/nightly: cron '0 2 * * *' (UTC); parameters {{'repo': '{repo}'}}",
-        f"vidssl-pipeline/on-demand: on demand; parameters {{'repo': '{repo}'}}",
+        f"vidssl-pipeline/nightly: cron '0 2 * * *' (UTC); workspace {ROOT}",
+        f"vidssl-pipeline/on-demand: on demand; workspace {ROOT}",
     ]
-    assert flows.deploy.main(["--dry-run", "--repo", str(tmp_path / "empty")]) == 2
-    assert "dvc.yaml not found" in capsys.readouterr().err
+    for deployment in flows.deploy.build_deployments():  # nothing a run could point at another directory
+        assert "repo" not in deployment._parameter_openapi_schema.properties
+    assert flows.deploy.main(["--dry-run", "--cron", "not a cron"]) == 2
+    assert "--cron 'not a cron'" in capsys.readouterr().err
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    assert deployments["nightly"]["schedules"][0]["cron"] == "0 2 * * *"
+    assert {d["work_pool"]["name"] for d in deployments.values()} == {"cpu", "gpu"}
+    assert all("pull" not in d for d in deployments.values()) and "pull" not in spec  # bound at deploy time
+
+
+@pytest.mark.slow
+def test_new_videos_alone_are_extracted_and_nothing_new_reruns_nothing(flows, template, tmp_path):
+    real = ROOT / "tests" / "data" / "real" / "ucf101" / "videos"
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["extract"]
+    stages = {"extract": spec,  # the real extract stage, and a downstream stage that lists what it packed
+              "count": {"cmd": "find data/frames -name '*.zip' | sort > packs.txt", "deps": ["data/frames"],
+                        "outs": ["packs.txt"]}}
+    repo = make_project(template, tmp_path / "proj", stages)
+    for folder in ("stages", "vidssl", "presets"):
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(dataset="ucf101", raw_dir="incoming")
+    params["extract"].update(short_side=32, workers=1)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "incoming" / "Archery").mkdir(parents=True)
+    shutil.copy(real / "Archery" / "v_Archery_g07_c01.avi", repo / "incoming" / "Archery")
+
+    first = flows.pipeline.pipeline(repo=str(repo), return_state=True)
+    assert first.message == "reran 2 of 2 stage(s): extract, count", first.message
+    old = repo / "data" / "frames" / "Archery" / "v_Archery_g07_c01.zip"
+    before = old.stat()
+    (repo / "incoming" / "ApplyLipstick").mkdir()  # a video arrives
+    shutil.copy(real / "ApplyLipstick" / "v_ApplyLipstick_g21_c01.avi", repo / "incoming" / "ApplyLipstick")
+    second = flows.pipeline.pipeline(repo=str(repo), return_state=True)
+    assert second.message == "reran 2 of 2 stage(s): extract, count", second.message
+    after = old.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not decoded again
+    assert (repo / "packs.txt").read_text().split() == ["data/frames/ApplyLipstick/v_ApplyLipstick_g21_c01.zip",
+                                                       "data/frames/Archery/v_Archery_g07_c01.zip"]
+    third = flows.pipeline.pipeline(repo=str(repo), return_state=True)
+    assert third.message == "nothing new: all 2 stage(s) up to date, nothing reran"
+    assert [r["ran"] for r in third.result()] == [False, False]

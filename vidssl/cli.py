@@ -203,15 +203,45 @@ def evaluate(metrics_dir: Path = typer.Option(Path("metrics")), report: Path = t
 
 @app.command()
 def pipeline(force: bool = typer.Option(False, help="rerun every stage"),
-             stages: Optional[str] = typer.Option(None, help="comma-separated stage names")) -> None:
-    """Run the whole DVC pipeline as a Prefect flow (flows/pipeline.py), from the repository root."""
+             stages: Optional[str] = typer.Option(None, help="comma-separated stage names"),
+             wait: float = typer.Option(0.0, help="seconds to wait for a workspace another run holds "
+                                        "(0: refuse at once, exit 75; -1: no limit)")) -> None:
+    """Run the whole DVC pipeline as a Prefect flow (flows/pipeline.py), from the repository root.
+
+    Reports to the Prefect server in PREFECT_API_URL, else to the one `vidssl serve` runs for this workspace,
+    else to a temporary local one.
+    """
     quiet_telemetry()
     flow = Path("flows/pipeline.py")
     if not flow.is_file():
         typer.echo(f"error: {flow} not found; run `vidssl pipeline` from the repository root", err=True)
         raise typer.Exit(2)
-    cmd = [sys.executable, str(flow), "--repo", "."] + (["--force"] if force else []) + (["--stages", stages] if stages else [])
+    cmd = [sys.executable, str(flow), "--repo", ".", "--wait", str(wait)] + (["--force"] if force else []) + \
+        (["--stages", stages] if stages else [])
     raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="address the Prefect server binds (ignored when "
+                                   "PREFECT_API_URL names a server already running)"),
+          port: int = typer.Option(4200, help="Prefect server port; the UI is http://HOST:PORT"),
+          cron: str = typer.Option("0 2 * * *", help="schedule of the nightly deployment (cron syntax)"),
+          timezone: str = typer.Option("UTC", help="time zone the cron is read in"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="print the deployments and exit")) -> None:
+    """Register and serve this checkout's deployments (nightly on cron, on-demand) until Ctrl-C.
+
+    Starts a Prefect server on HOST:PORT unless PREFECT_API_URL names one. State (the server's SQLite
+    database, its log, the record that `vidssl pipeline` finds it by) lives in PREFECT_HOME, default
+    ./.prefect of this checkout. Runs execute here, in this checkout. GPU workers on their own machines: see
+    prefect.yaml and docs/operations.md.
+    """
+    quiet_telemetry()
+    flow = Path("flows/deploy.py")
+    if not flow.is_file():
+        typer.echo(f"error: {flow} not found; run `vidssl serve` from the repository root", err=True)
+        raise typer.Exit(2)
+    cmd = [sys.executable, str(flow), "--host", host, "--port", str(port), "--cron", cron, "--timezone", timezone]
+    raise typer.Exit(subprocess.call(cmd + (["--dry-run"] if dry_run else [])))
 
 
 @app.command()
