@@ -124,7 +124,7 @@ class PretrainParams(_Section):
 
 
 class FinetuneParams(_Section):
-    protocol: Literal["plain", "iic", "dualvar", "be", "mlfo"] = "plain"  # vidssl.engine.protocols
+    protocol: Literal["plain", "iic", "dualvar", "be", "mlfo", "linear"] = "plain"  # vidssl.engine.protocols
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(0.01, gt=0)

@@ -92,6 +92,9 @@ def get_protocol(name: str) -> FinetuneProtocol:
     Raises:
         ValueError: naming the key and the choices, for an unknown name.
     """
+    if name == "linear":
+        raise ValueError("finetune.protocol linear trains a head on frozen, cached features; it runs through "
+                         "vidssl.evaluation.linear.linear_probe (the finetune stage dispatches it), not this loop")
     if name not in PROTOCOLS:
         raise ValueError(f"finetune.protocol: unknown protocol {name!r}; choose from {sorted(PROTOCOLS)}")
     return PROTOCOLS[name]

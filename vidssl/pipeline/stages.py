@@ -109,8 +109,16 @@ def run_finetune(cfg: Params, lists_dir: Path, init: Path | None, out_dir: Path,
     out: dict[str, Any] = {}
     with stage_run("finetune", params) as tracker:
         for name, weights in runs.items():
-            r = finetune(cfg, lists_dir, weights, state_dir / name, out_dir / name, Prefixed(tracker, name))
-            out[name] = {"test_accuracy": r["test_accuracy"], "epochs": r["epochs"], "seconds": r["seconds"]}
+            if cfg.finetune.protocol == "linear":
+                from vidssl.evaluation.linear import linear_probe
+
+                r = linear_probe(cfg, lists_dir, weights, out_dir / name)
+                for epoch, h in enumerate(r["history"]):
+                    tracker.log_metrics({f"{name}.{k}": v for k, v in h.items()}, step=epoch)
+            else:
+                r = finetune(cfg, lists_dir, weights, state_dir / name, out_dir / name, Prefixed(tracker, name))
+            out[name] = {"test_accuracy": r["test_accuracy"], "epochs": r["epochs"], "seconds": r["seconds"],
+                         "protocol": cfg.finetune.protocol}
             tracker.log_metrics({f"{name}.test_accuracy": r["test_accuracy"]})
             curves = plot_curves(r["history"], ["train_loss", "train_clip_acc"], plots / f"finetune_{name}.png",
                                  f"fine-tune ({name})")
