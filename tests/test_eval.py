@@ -220,3 +220,44 @@ def test_unit_rows_keep_direction_at_any_finite_scale() -> None:
 
     x = np.array([[3e30, 4e30], [3e-30, 4e-30], [0.0, 0.0], [3.0, -4.0]], dtype=np.float32)
     np.testing.assert_allclose(unit_rows(x).numpy(), [[0.6, 0.8], [0.6, 0.8], [0, 0], [0.6, -0.8]], atol=1e-6)
+
+
+class _TwoViews(torch.nn.Module):
+    """A stand-in with a second view (1 - x) and a backbone whose map is channel 0: gap = its mean intensity."""
+
+    class _Map(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, :1] * self.w
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = self._Map()
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_map(x)
+
+    def views(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [x, 1 - x]
+
+    def embed(self, clips: torch.Tensor, feature: str, merged: bool) -> torch.Tensor:
+        inputs = self.views(clips) if merged else [clips]
+        return torch.cat([pool_feature(self.forward_map(x), feature) for x in inputs], dim=1)
+
+
+def test_second_view_and_clip_transform(tiny_lists: Path) -> None:
+    records = read_list(tiny_lists / "test.csv")
+    spec = ClipSpec(frames=8, stride=1, resize=40, crop=32)
+    kw = dict(n_clips=2, feature="gap", batch_size=2)
+    rgb, _ = video_features(_TwoViews(), records, spec, merged=False, **kw)
+    second, _ = video_features(_TwoViews(), records, spec, merged=False, view="second", **kw)
+    both, _ = video_features(_TwoViews(), records, spec, merged=True, **kw)
+    np.testing.assert_allclose(second, 1 - rgb, atol=1e-6)
+    np.testing.assert_allclose(both, np.concatenate([rgb, 1 - rgb], axis=1), atol=1e-6)
+    zeroed, _ = video_features(_TwoViews(), records, spec, merged=False, transform=lambda x: 0 * x, **kw)
+    assert not zeroed.any()
+    with pytest.raises(ValueError, match="retrieve.view"):
+        video_features(_Probe(), records, spec, merged=False, view="second", **kw)

@@ -140,7 +140,9 @@ class RetrieveParams(_Section):
     topk: list[int] = [1, 5, 10, 20, 50]
     feature: Literal["pool", "gap"] = "pool"
     merged: bool = False
-    center: bool = False
+    center: bool = False  # the older spelling of protocol: centred
+    protocol: Literal["vcop", "centred"] = "vcop"  # vcop: cosine of raw features; centred: CoCLR/DualVar
+    view: Literal["rgb", "second"] = "rgb"  # with merged false: the clip, or the second view alone (IIC res)
     index: Literal["exact", "faiss"] = "exact"  # faiss: a flat inner-product index (exact too; needs faiss-cpu)
     chunk_mb: int = Field(256, ge=1)  # the largest block of query x gallery similarities held at once
     workers: int = Field(2, ge=0)

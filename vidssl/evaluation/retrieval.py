@@ -11,7 +11,7 @@ stable sort of NaN similarities would return the gallery in file order, which is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,12 +23,21 @@ CHUNK_BYTES = 256 * 2**20  # the largest similarity block held at once (float32)
 
 @torch.no_grad()
 def video_features(method: Any, records: Sequence[VideoRecord], spec: ClipSpec, *, n_clips: int, feature: str,
-                   merged: bool, batch_size: int = 4, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                   merged: bool, batch_size: int = 4, workers: int = 0, view: str = "rgb",
+                   transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean over ``n_clips`` evenly spaced clips of each video's retrieval feature.
 
+    ``view``: "rgb" (the clip) or "second" (the method's second view alone, e.g. IIC's residual frames);
+    ``merged`` concatenates every view's feature instead. ``transform`` edits each float B×3×T×H×W batch of clips
+    before the model sees it (the temporal diagnostics shuffle, reverse or freeze frames there).
+
     Returns (N×D float32 features, N int labels).
+
+    Raises:
+        ValueError: for ``view="second"`` on a method with one view.
     """
     from vidssl.engine.train import make_loader
+    from vidssl.methods.base import pool_feature
 
     method.eval()
     dev = next(method.parameters()).device
@@ -36,7 +45,15 @@ def video_features(method: Any, records: Sequence[VideoRecord], spec: ClipSpec, 
     feats, labels = [], []
     for clips, label, _ in make_loader(ds, batch_size=batch_size, workers=workers, shuffle=False, seed=0):
         b, n = clips.shape[:2]
-        f = method.embed(to_float(clips.flatten(0, 1).to(dev)), feature=feature, merged=merged)
+        x = to_float(clips.flatten(0, 1).to(dev))
+        x = transform(x) if transform is not None else x
+        if view == "second" and not merged:
+            views = method.views(x) if hasattr(method, "views") else [x]
+            if len(views) < 2:
+                raise ValueError("retrieve.view: second, but this method has one view; use retrieve.view: rgb")
+            f = pool_feature(method.backbone.forward_map(views[1]), feature)
+        else:
+            f = method.embed(x, feature=feature, merged=merged)
         feats.append(f.view(b, n, -1).mean(1).float().cpu())
         labels.append(label)
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()

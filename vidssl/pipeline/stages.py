@@ -166,7 +166,7 @@ def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, feature
     train, test = (usable_records(read_list(lists_dir / f"{n}.csv"), spec) for n in ("pretrain", "test"))
     method = build_method(cfg.pretrain.method, backbone, cfg, n_samples=len(train)).to(device())
     r = cfg.retrieve
-    kw = dict(n_clips=r.clips, feature=r.feature, merged=r.merged, workers=r.workers)
+    kw = dict(n_clips=r.clips, feature=r.feature, merged=r.merged, workers=r.workers, view=r.view)
     g_feat, g_lab = video_features(method, train, spec, **kw)
     q_feat, q_lab = video_features(method, test, spec, **kw)
     name = "random init" if weights is None else str(weights)
@@ -174,7 +174,7 @@ def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, feature
     check_finite(q_feat, f"retrieval query features of {name}", [v.video_id for v in test])
     save_features(features / "train.npz", g_feat, g_lab, [v.video_id for v in train])
     save_features(features / "test.npz", q_feat, q_lab, [v.video_id for v in test])
-    if r.center:  # CoCLR/DualVar: each set minus its own mean, then cosine
+    if r.center or r.protocol == "centred":  # CoCLR/DualVar: each set minus its own mean, then cosine
         g_feat, q_feat = center(g_feat), center(q_feat)
     acc = topk_retrieval(g_feat, g_lab, q_feat, q_lab, r.topk, index=r.index, chunk_bytes=r.chunk_mb * 2**20)
     return {f"top{k}": v for k, v in acc.items()}
@@ -299,12 +299,15 @@ def _nest(flat: dict[str, float]) -> dict[str, Any]:
 def _results_text(cfg: Params, pre: dict[str, Any], ft: dict[str, Any], ret: dict[str, Any],
                   gain: dict[str, float]) -> str:
     table = results_table(pre, ft, ret, cfg.retrieve.topk)
+    centred = cfg.retrieve.center or cfg.retrieve.protocol == "centred"
+    view2 = cfg.retrieve.view == "second" and not cfg.retrieve.merged
     text = (f"# vidssl results\n\nMethod `{cfg.pretrain.method}` on backbone `{cfg.model.backbone}`, dataset "
             f"`{cfg.data.dataset}` split {cfg.data.split}; seed {cfg.seed}.\n\n"
-            f"Retrieval: test videos query train videos, {cfg.retrieve.clips} clips per video averaged, cosine, "
-            f"feature `{cfg.retrieve.feature}`{' (merged views)' if cfg.retrieve.merged else ''}"
-            f"{', centred' if cfg.retrieve.center else ''} (VCOP/IIC "
-            f"protocol). Fine-tune: backbone + linear head, video accuracy = mean of {cfg.finetune.test_clips} "
-            f"clips' logits.\n\n{table}\n\nPretraining: {pre['epochs']} epochs, final loss {pre['final_loss']:.3f}, "
+            f"Retrieval (protocol `{'centred' if centred else 'vcop'}`): test videos query every train video, "
+            f"{cfg.retrieve.clips} clips per video averaged, cosine, feature `{cfg.retrieve.feature}`"
+            f"{' (merged views)' if cfg.retrieve.merged else ''}{' (second view)' if view2 else ''}"
+            f"{', each set centred' if centred else ''}. Fine-tune: protocol `{cfg.finetune.protocol}`"
+            f"{f', {cfg.finetune.test_clips} test clips' if cfg.finetune.protocol != 'linear' else ''}"
+            f".\n\n{table}\n\nPretraining: {pre['epochs']} epochs, final loss {pre['final_loss']:.3f}, "
             f"{pre['seconds']:.0f} s. Retrieval top-1 gain from pretraining: {100 * gain['top1']:+.1f} points.\n")
     return text
