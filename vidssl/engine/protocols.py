@@ -78,10 +78,11 @@ PROTOCOLS: dict[str, FinetuneProtocol] = {
     "be": FinetuneProtocol("be", schedule="multistep", milestones=tuple(e / 45 for e in (10, 20, 25, 30, 35, 40)),
                            gamma=0.3, dropout=0.5, frames=64, stride=1, test="dense", dense_step=10, dense_max=2,
                            average="softmax", normalise=True),
-    # MLFO releases no evaluation code and points to CoCLR's: flip + ColorJitter per clip, dropout 0.5 before the
-    # head, ImageNet normalisation, x0.1 at 60% and 80% of the epochs, 10 clips, softmax averaged.
+    # MLFO releases no evaluation code and points to CoCLR's (eval/main_classifier.py): flip, ColorJitter
+    # (.2, .2, .2, .1, p .3) consistent within a clip, dropout 0.9, ImageNet normalisation, x0.1 at its
+    # --schedule 60 80 (taken as 60% and 80% of the epochs), 10 clips, softmax averaged.
     "mlfo": FinetuneProtocol("mlfo", schedule="multistep", milestones=(0.6, 0.8), gamma=0.1, flip=True,
-                             jitter=(0.8, 0.8, 0.8, 0.2), jitter_p=0.8, dropout=0.5, average="softmax",
+                             jitter=(0.2, 0.2, 0.2, 0.1), jitter_p=0.3, dropout=0.9, average="softmax",
                              normalise=True),
 }
 
