@@ -193,6 +193,28 @@ def retrieve(lists_dir: Path = typer.Argument(Path("data/lists")),
 
 
 @app.command()
+def diagnose(lists_dir: Path = typer.Argument(Path("data/lists")),
+             weights: Optional[Path] = typer.Option(Path("models/pretrain/backbone.pt"),
+                                                    help="pretrained backbone ('none': random init)"),
+             classifier: Path = typer.Option(Path("models/finetune/pretrained/classifier.pt"),
+                                             help="fine-tuned classifier (skipped when absent)"),
+             synth_json: Path = typer.Option(Path("data/raw/synth.json"),
+                                             help="MotionShapes summary, for the background gap (skipped when absent)"),
+             report: Path = typer.Option(Path("reports/diagnose.md")),
+             metrics: Path = typer.Option(Path("metrics/diagnose.json")), params: Path = PARAMS) -> None:
+    """What the model uses: accuracy on shuffled, reversed and frozen test clips; background-bias gap."""
+    from vidssl.pipeline.stages import run_diagnose
+
+    w = None if weights is None or str(weights) == "none" else weights
+
+    def go() -> None:
+        run_diagnose(_cfg(params), lists_dir, w, classifier, synth_json, report, metrics)
+        typer.echo(report.read_text())
+
+    run_main(go)
+
+
+@app.command()
 def evaluate(metrics_dir: Path = typer.Option(Path("metrics")), report: Path = typer.Option(Path("reports/results.md")),
              summary: Path = typer.Option(Path("metrics/summary.json")), params: Path = PARAMS) -> None:
     """Summarise stage metrics into metrics/summary.json and reports/results.md."""

@@ -311,3 +311,26 @@ def _results_text(cfg: Params, pre: dict[str, Any], ft: dict[str, Any], ret: dic
             f".\n\n{table}\n\nPretraining: {pre['epochs']} epochs, final loss {pre['final_loss']:.3f}, "
             f"{pre['seconds']:.0f} s. Retrieval top-1 gain from pretraining: {100 * gain['top1']:+.1f} points.\n")
     return text
+
+
+def run_diagnose(cfg: Params, lists_dir: Path, weights: Path | None, classifier: Path | None,
+                 synth_json: Path | None, report: Path, metrics: Path) -> dict[str, Any]:
+    """`vidssl diagnose`: temporal sensitivity and background bias as a Markdown table, JSON and MLflow metrics."""
+    from vidssl.evaluation.diagnose import diagnose, diagnose_table, flat_metrics
+    from vidssl.io import write_text
+    from vidssl.pipeline.tracking import stage_run
+
+    params = flatten({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
+                      "retrieve": cfg.retrieve.model_dump(), "finetune.protocol": cfg.finetune.protocol,
+                      "synth.background_bias": cfg.synth.background_bias})
+    with stage_run("diagnose", params) as tracker:
+        result = diagnose(cfg, lists_dir, weights, classifier if classifier and classifier.is_file() else None,
+                          synth_json)
+        table = diagnose_table(result)
+        write_text(report, f"# What the model uses\n\nMethod `{cfg.pretrain.method}`, backbone "
+                           f"`{cfg.model.backbone}`, weights `{weights or 'random init'}`.\n\n{table}\n")
+        write_json(metrics, result)
+        tracker.log_metrics(flat_metrics(result))
+        for path in (report, metrics):
+            tracker.log_artifact(path)
+    return result

@@ -1,0 +1,68 @@
+"""Diagnostics: clip variants, the background gap on known predictions, and a run over real packs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidssl.config import parse_params
+from vidssl.evaluation.diagnose import (
+    VARIANTS, background_gap, clip_transform, diagnose, diagnose_table, flat_metrics, shuffled_order,
+)
+
+
+def test_clip_variants_edit_time_only() -> None:
+    x = torch.arange(2 * 3 * 6 * 2 * 2, dtype=torch.float32).view(2, 3, 6, 2, 2)
+    assert clip_transform("original", 6) is None
+    assert torch.equal(clip_transform("reversed", 6)(x)[:, :, 0], x[:, :, 5])
+    frozen = clip_transform("frozen", 6)(x)
+    assert all(torch.equal(frozen[:, :, t], x[:, :, 3]) for t in range(6))
+    perm = shuffled_order(6, 0)
+    assert sorted(perm.tolist()) == list(range(6)) and all(perm[t] != t for t in range(6))  # every frame moves
+    shuffled = clip_transform("shuffled", 6, 0)(x)
+    assert torch.equal(shuffled, x[:, :, perm]) and torch.equal(shuffled.sort(2).values, x.sort(2).values)
+    with pytest.raises(ValueError, match="unknown clip variant"):
+        clip_transform("sideways", 6)
+
+
+def test_background_gap_on_known_predictions() -> None:
+    # Training ties class 0 to background "a" and class 1 to "b" (one stray "b" in class 0).
+    train_y = np.array([0, 0, 0, 1, 1])
+    train_bg = ["a", "a", "b", "b", "b"]
+    # Test: videos 0, 2 are biased (own class's family); 1, 3 are not. A scene model gets the biased ones right
+    # and the unbiased ones wrong: 100% vs 0%, gap +1.
+    true = np.array([0, 0, 1, 1])
+    test_bg = ["a", "b", "b", "a"]
+    pred = np.array([0, 1, 1, 0])
+    g = background_gap(pred, true, test_bg, train_y, train_bg)
+    assert g == {"biased": 1.0, "unbiased": 0.0, "gap": 1.0, "n_biased": 2, "n_unbiased": 2}
+    g = background_gap(true, true, test_bg, train_y, train_bg)  # a motion model: no gap
+    assert g["gap"] == 0.0
+
+
+def test_diagnose_over_real_packs(tiny_lists: Path, tmp_path: Path) -> None:
+    cfg = parse_params({"seed": 1, "model": {"backbone": "tiny", "width": 4},
+                        "clip": {"frames": 8, "stride": 2, "resize": 40, "crop": 32},
+                        "pretrain": {"method": "simclr"},
+                        "retrieve": {"clips": 2, "workers": 0, "feature": "gap"},
+                        "finetune": {"epochs": 1, "batch_size": 4, "workers": 0, "test_clips": 2}})
+    from vidssl.engine.train import finetune
+
+    finetune(cfg, tiny_lists, None, tmp_path / "s", tmp_path / "ft")
+    # Each video's background: "a" for the first two of each class, else "b".
+    vids = [line.split(",")[0] for n in ("pretrain", "test") for line in (tiny_lists / f"{n}.csv").read_text()
+            .splitlines()[1:]]
+    synth = {"videos": [{"path": f"{v.split('_')[1]}/{v}.mp4", "background": "a" if v.endswith(("01_c01", "02_c01"))
+                         else "b", "shape": "square"} for v in vids]}
+    (tmp_path / "synth.json").write_text(json.dumps(synth))
+    r = diagnose(cfg, tiny_lists, None, tmp_path / "ft" / "classifier.pt", tmp_path / "synth.json")
+    assert set(r["retrieval_top1"]) == set(VARIANTS) == set(r["finetune_accuracy"])
+    assert all(0 <= v <= 1 for v in [*r["retrieval_top1"].values(), *r["finetune_accuracy"].values()])
+    assert set(r["background"]) == {"retrieval", "finetune"}
+    table = diagnose_table(r)
+    assert "| reversed |" in table and "gap (points)" in table
+    assert "background.finetune.gap" in flat_metrics(r) or np.isnan(r["background"]["finetune"]["gap"])
