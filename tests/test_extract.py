@@ -653,3 +653,69 @@ def test_check_videos_lists_what_extract_would_quarantine(tmp_path: Path) -> Non
     res = CliRunner().invoke(app, ["check-videos", str(src), "--report", str(tmp_path / "c.json"),
                                    "--params", str(tmp_path / "none.yaml")])
     assert res.exit_code == 0 and "2 videos, 0 to quarantine" in res.output
+
+
+def test_exact_false_uses_ffmpegs_fast_paths_and_never_mixes_stores(tmp_path: Path) -> None:
+    make_clip(tmp_path / "src/a/v.mp4", size="96x64", seconds=1)
+    args = ffmpeg_args(tmp_path / "src/a/v.mp4", short_side=32, fps=0, quality=90, bitexact=False)
+    assert "bitexact" not in " ".join(args) and "dct" not in args
+    fast = extract_videos(tmp_path / "src", tmp_path / "out", short_side=32, exact=False, progress=False)
+    assert fast["params"]["encoding"].startswith("mjpeg-fast ") and fast["counts"]["extracted"] == 1
+    with pytest.raises(ValueError, match="encoding"):  # an exact run refuses the fast store instead of mixing
+        extract_videos(tmp_path / "src", tmp_path / "out", short_side=32, exact=True, progress=False)
+    again = extract_videos(tmp_path / "src", tmp_path / "out", short_side=32, exact=True, progress=False,
+                           reset_on_change=True)
+    assert again["params"]["encoding"].startswith("mjpeg-bitexact ") and again["counts"]["extracted"] == 1
+
+
+_DASK_RUN = r"""
+import os, sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    from prefect.server.api.server import SubprocessASGIServer
+    server = SubprocessASGIServer()
+    server.start(timeout=600)
+    os.environ["PREFECT_API_URL"] = server.api_url  # the workers started below inherit it
+    try:
+        from distributed import LocalCluster
+        from vidssl.data.extract import extract_videos
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                          worker_dashboard_address=None, host="127.0.0.1") as cluster:
+            rep = extract_videos(Path(sys.argv[1]), Path(sys.argv[2]), short_side=32, progress=False,
+                                 dask=cluster.scheduler_address)
+        print("COUNTS", rep["counts"])
+    finally:
+        server.stop()
+"""
+
+
+@pytest.mark.slow
+def test_extract_fans_out_over_a_two_worker_dask_cluster(tmp_path: Path) -> None:
+    """Prefect's Dask task runner on a local two-worker cluster gives the same packs as local threads."""
+    import sys
+
+    for i in range(3):
+        make_clip(tmp_path / "src" / "a" / f"v{i}.mp4", seconds=0.5)
+    (tmp_path / "src" / "a" / "bad.mp4").write_bytes(b"\x00" * 2048)
+    script = tmp_path / "run.py"
+    script.write_text(_DASK_RUN)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(Path(__file__).parents[1]),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    env.pop("PREFECT_API_URL", None)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "src"), str(tmp_path / "dask")],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "COUNTS {'extracted': 3, 'skipped': 0, 'quarantined': 1}" in out.stdout
+    local = extract_videos(tmp_path / "src", tmp_path / "local", short_side=32, progress=False)
+    for i in range(3):
+        assert (tmp_path / f"dask/a/v{i}.zip").read_bytes() == (tmp_path / f"local/a/v{i}.zip").read_bytes()
+    report = json.loads((tmp_path / "dask" / "extract.json").read_text())
+    assert [v["status"] for v in report["videos"]] == [v["status"] for v in local["videos"]]
+
+
+def test_dask_without_a_prefect_server_says_what_to_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_clip(tmp_path / "src" / "a" / "v.mp4", seconds=0.5)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with pytest.raises(ValueError, match="set PREFECT_API_URL here and on the workers"):
+        extract_videos(tmp_path / "src", tmp_path / "out", short_side=32, progress=False, dask="tcp://127.0.0.1:1")

@@ -55,6 +55,9 @@ def extract(src: Path = typer.Argument(..., help="class-folder videos: SRC/<clas
             fps: Optional[float] = typer.Option(None, help="frame rate (0 = native)"),
             workers: Optional[int] = typer.Option(None, help="videos decoded in parallel"),
             report: Optional[Path] = typer.Option(None, help="JSON report path (default OUT/extract.json)"),
+            dask: Optional[str] = typer.Option(
+                None, help="Dask scheduler address (tcp://host:8786): fan videos out over its workers via Prefect; "
+                           "SRC and OUT on a shared filesystem, PREFECT_API_URL set here and on the workers"),
             fail_on_bad_input: Optional[bool] = typer.Option(
                 None, "--fail-on-bad-input/--allow-bad-input",
                 help="exit 3 when any video was quarantined (default: extract.fail_on_bad_input)"),
@@ -70,7 +73,7 @@ def extract(src: Path = typer.Argument(..., help="class-folder videos: SRC/<clas
         cfg = _cfg(params, extract={"short_side": short_side, "fps": fps, "workers": workers,
                                     "fail_on_bad_input": fail_on_bad_input})
         rep = report or out / "extract.json"
-        result = run_extract(cfg, src, out, rep)
+        result = run_extract(cfg, src, out, rep, dask=dask)
         typer.echo(f"extract: {result['counts']}")
         raise_on_bad_input(result, cfg.extract.fail_on_bad_input, rep)
     run_main(go)

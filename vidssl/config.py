@@ -47,6 +47,7 @@ class ExtractParams(_Section):
     min_frames: int = Field(2, ge=1)  # a video decoding to fewer frames is quarantined
     max_pixels: int = Field(3840 * 2160, ge=0)  # a larger picture is quarantined before decoding (0: no limit)
     min_bytes: int = Field(1024, ge=0)  # a smaller file is quarantined
+    exact: bool = True  # bit-exact frames (same bytes on every CPU); false: ffmpeg's faster SIMD paths
     fail_on_bad_input: bool = False  # quarantined videos stop the run with exit code 3 (after the store is written)
 
 

@@ -24,13 +24,14 @@ SWS_FLAGS = "bicubic+accurate_rnd+bitexact"
 _READ_CHUNK = 1 << 16
 
 
-def encoding() -> str:
+def encoding(exact: bool = True) -> str:
     """How frames are encoded, ffmpeg's version included: bit-exact output still changes between ffmpeg
     releases (7.0.2 and 9.0.2 differ on every clip tried), so pyproject pins imageio-ffmpeg, and a store
-    made by another ffmpeg is re-extracted rather than mixed with new packs (vidssl.data.extract)."""
+    made by another ffmpeg, or the other way (``exact``), is re-extracted rather than mixed with new packs
+    (vidssl.data.extract)."""
     import imageio_ffmpeg
 
-    return f"mjpeg-bitexact ffmpeg {imageio_ffmpeg.get_ffmpeg_version()}"
+    return f"mjpeg-{'bitexact' if exact else 'fast'} ffmpeg {imageio_ffmpeg.get_ffmpeg_version()}"
 
 
 class DecodeError(RuntimeError):
@@ -51,8 +52,8 @@ def ffmpeg_args(path: Path, *, short_side: int, fps: float, quality: int, bitexa
                 max_pixels: int = 0) -> list[str]:
     """Build the ffmpeg command that writes the frames of ``path`` as MJPEG to stdout.
 
-    ``bitexact=False`` lets ffmpeg pick its SIMD paths (bytes then depend on the CPU); only the benchmark
-    that measures what bit-exact output costs uses it. ``max_pixels`` > 0 makes the decoder refuse larger
+    ``bitexact=False`` (``extract.exact: false``) lets ffmpeg pick its SIMD paths: faster, and the bytes then
+    depend on the CPU, so a store's DVC hash differs between machines. ``max_pixels`` > 0 makes the decoder refuse larger
     pictures (a huge-resolution file fails fast instead of taking the memory and minutes it would).
     """
     import ffmpeg  # ffmpeg-python: light, but only extraction needs it
@@ -142,7 +143,8 @@ def explain(lines: list[str]) -> str | None:
 
 
 def decode_frames(
-    path: Path, *, short_side: int, fps: float, quality: int, warnings: list[str], max_pixels: int = 0
+    path: Path, *, short_side: int, fps: float, quality: int, warnings: list[str], max_pixels: int = 0,
+    exact: bool = True,
 ) -> Iterator[bytes]:
     """Yield JPEG frames of ``path`` from one ffmpeg process; appends ffmpeg's error lines to ``warnings``.
 
@@ -150,7 +152,7 @@ def decode_frames(
         DecodeError: ffmpeg exited non-zero or decoded no frames. The message's first line is the exit status
             and ffmpeg's last error line; the command and the stderr tail follow.
     """
-    args = ffmpeg_args(path, short_side=short_side, fps=fps, quality=quality, max_pixels=max_pixels)
+    args = ffmpeg_args(path, short_side=short_side, fps=fps, quality=quality, max_pixels=max_pixels, bitexact=exact)
     # stderr goes to a file, not a pipe: a long error log can then never block ffmpeg while we read stdout.
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)

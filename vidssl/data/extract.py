@@ -160,7 +160,7 @@ def too_small(item: VideoInput, min_bytes: int) -> str | None:
 
 
 def extract_one(item: VideoInput, out: Path, *, short_side: int, fps: float, quality: int, min_frames: int = 1,
-                max_pixels: int = 0, min_bytes: int = 0) -> dict[str, Any]:
+                max_pixels: int = 0, min_bytes: int = 0, exact: bool = True) -> dict[str, Any]:
     """Extract (or skip, or quarantine) one input and return its report record.
 
     Quarantined besides what ffmpeg cannot decode: a file under ``min_bytes``, a picture above ``max_pixels``
@@ -188,7 +188,8 @@ def extract_one(item: VideoInput, out: Path, *, short_side: int, fps: float, qua
                 n = pack_jpeg_folder(item.path, pack, source=source, warnings=rec["warnings"])
             else:
                 n = write_pack(pack, decode_frames(item.path, short_side=short_side, fps=fps, quality=quality,
-                                                   warnings=rec["warnings"], max_pixels=max_pixels), source=source)
+                                                   warnings=rec["warnings"], max_pixels=max_pixels, exact=exact),
+                               source=source)
             if n < min_frames:
                 raise ValueError(f"decoded {n} frame(s), fewer than extract.min_frames={min_frames}")
             rec.update(status="extracted", n_frames=n)
@@ -239,7 +240,8 @@ def _check_resume(report: Path, out: Path, params: dict[str, Any], reset: bool =
 def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 0.0, workers: int = 2,
                    quality: int = 90, report: Path | None = None, progress: bool = True,
                    reset_on_change: bool = False, timings: bool = True, frames_only: bool = False,
-                   min_frames: int = 1, max_pixels: int = 0, min_bytes: int = 0) -> dict:
+                   min_frames: int = 1, max_pixels: int = 0, min_bytes: int = 0, exact: bool = True,
+                   dask: str | None = None) -> dict:
     """Decode every video under ``src`` into frame packs under ``out``; resumable and fault tolerant.
 
     Args:
@@ -261,6 +263,10 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
         progress: show a tqdm progress bar.
         min_frames, max_pixels, min_bytes: quarantine a video of fewer frames, larger pictures (0: no limit) or
             a smaller file (``extract_one``).
+        exact: bit-exact frames, the same bytes on every CPU (so the store's DVC hash is too); False lets ffmpeg
+            use its SIMD code (faster; bytes depend on the CPU). A store is never mixed: switching re-extracts.
+        dask: address of a Dask scheduler to fan the videos out over (``vidssl.data.fanout``; the workers must
+            see ``src`` and ``out`` at the same paths); None runs ``workers`` threads here.
         frames_only: import pre-extracted JPEG folders only (``vidssl import-frames``); video files are ignored.
 
     Returns:
@@ -285,7 +291,8 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
                                     "(or image_0001.jpg, frame000.jpg, 00001.jpg; .jpg or .jpeg)")
     if not items:
         raise FileNotFoundError(f"no videos found in {src}; expected {LAYOUT}")
-    params = {"short_side": short_side, "fps": fps, "quality": quality, "encoding": encoding(), "workers": workers}
+    params = {"short_side": short_side, "fps": fps, "quality": quality, "encoding": encoding(exact),
+              "workers": workers}
     _check_resume(report, out, params, reset_on_change)
     try:  # a read-only or full store stops here, before any video is tried
         out.mkdir(parents=True, exist_ok=True)
@@ -299,7 +306,12 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
     records = _dedupe(items)
     todo = [it for it in items if it.video not in records]
     kw = {"short_side": short_side, "fps": fps, "quality": quality, "min_frames": min_frames,
-          "max_pixels": max_pixels, "min_bytes": min_bytes}
+          "max_pixels": max_pixels, "min_bytes": min_bytes, "exact": exact}
+    if dask and todo:
+        from vidssl.data.fanout import extract_on_dask
+
+        records.update({r["video"]: r for r in extract_on_dask(todo, out, kw, dask)})
+        todo = []
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         with tqdm(total=len(items), disable=not progress, unit="video", desc="extract") as bar:

@@ -31,13 +31,14 @@ def run_synth(cfg: Params, out: Path, workers: int = 2) -> dict[str, Any]:
 
 @locked_stage("extract")
 def run_extract(cfg: Params, src: Path, out: Path, report: Path, reset_on_change: bool = False,
-                timings: bool = True) -> dict[str, Any]:
+                timings: bool = True, dask: str | None = None) -> dict[str, Any]:
     from vidssl.data.extract import extract_videos
 
     e = cfg.extract
     return extract_videos(src, out, short_side=e.short_side, fps=e.fps, workers=e.workers, quality=e.quality,
                           min_frames=e.min_frames, max_pixels=e.max_pixels, min_bytes=e.min_bytes,
-                          report=report, reset_on_change=reset_on_change, timings=timings)
+                          report=report, reset_on_change=reset_on_change, timings=timings, exact=e.exact,
+                          dask=dask)
 
 
 @locked_stage("lists")
