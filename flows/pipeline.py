@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import fcntl
 import hashlib
 import json
 import os
@@ -38,9 +39,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -281,32 +283,76 @@ def ensure_limit(name: str, limit: int = 1) -> None:
             pass  # created by a run that started at the same moment
 
 
+def _reset_limit(name: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    with get_client(sync_client=True) as client:
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
+
+
 @contextmanager
-def slot(name: str, what: str, wait_s: float | None) -> Iterator[None]:
-    """Hold one slot of limit `name`; wait for it (None: as long as it takes), or refuse with a busy error."""
+def limit_slot(name: str) -> Iterator[None]:
+    """Occupy the one slot of global concurrency limit `name`, for a run that already holds the file lock
+    guarding the same thing.
+
+    The file lock is what queues runs: the OS frees it the moment its holder dies. A slot still taken while
+    we hold that lock was left by a run that is gone (killed worker, restarted server: Prefect frees a lease
+    only while the server that granted it lives), so it is given back with a warning instead of blocking the
+    workspace for good. The slot shows the running pipeline in the Prefect UI and API.
+    """
     from prefect.concurrency.sync import concurrency
 
-    logger = get_run_logger()
     ensure_limit(name)
+    stack = ExitStack()
     try:
-        with concurrency(name, occupy=1, timeout_seconds=1, lease_duration=LEASE_S, strict=True):
-            yield
-        return
+        stack.enter_context(concurrency(name, occupy=1, timeout_seconds=5, lease_duration=LEASE_S, strict=True))
     except TimeoutError:
-        pass
-    if wait_s is not None and wait_s <= 1:
-        raise PipelineBusyError(f"{what} is taken by another run (concurrency limit {name!r}); nothing was started. "
-                                "Run again later, or let the run wait (`--wait SECONDS`).")
-    logger.warning("%s is taken by another run (concurrency limit %r): this run waits in line", what, name)
-    start = time.monotonic()
+        get_run_logger().warning("concurrency limit %r was held by a run that is gone (its lock is free); "
+                                 "giving its slot back", name)
+        _reset_limit(name)
+        stack.enter_context(concurrency(name, occupy=1, timeout_seconds=30, lease_duration=LEASE_S, strict=True))
+    with stack:
+        yield
+
+
+@contextmanager
+def gpu_guard() -> Iterator[None]:
+    """One training stage per GPU on this host: a host-wide file lock (runs queue on it) plus the GPU's limit."""
+    name = gpu_limit()
+    folder = Path(os.environ.get("VIDSSL_GPU_LOCK_DIR") or tempfile.gettempdir())
+    with open(folder / f"{name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            get_run_logger().warning("the GPU (%s) trains for another run: this stage waits in line", name)
+            start = time.monotonic()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            get_run_logger().info("the GPU is free after %.0f s of waiting", time.monotonic() - start)
+        try:
+            with limit_slot(name):
+                yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def workspace_guard(root: Path, what: str, wait_s: float | None) -> Iterator[None]:
+    """One pipeline per workspace: the workspace file lock (wait `wait_s` seconds, None = in line for as long
+    as it takes, 0 = refuse at once), handed down to the stages, plus the workspace's concurrency limit."""
+    stack = ExitStack()
     try:
-        with concurrency(name, occupy=1, timeout_seconds=None if wait_s is None else wait_s - 1,
-                         lease_duration=LEASE_S, strict=True):
-            logger.info("%s is free after %.0f s of waiting", what, time.monotonic() - start)
-            yield
-    except TimeoutError:
-        raise PipelineBusyError(f"{what} was still taken after {wait_s:.0f} s (concurrency limit {name!r}); "
-                                "nothing was started") from None
+        stack.enter_context(workspace_lock(what, root, wait=0, hand_down=True))
+    except WorkspaceBusyError as busy:
+        if wait_s is not None and wait_s <= 0:
+            raise
+        get_run_logger().warning("%s; this run waits in line", str(busy).split("; ")[0])
+        start = time.monotonic()
+        stack.enter_context(workspace_lock(what, root, wait=float("inf") if wait_s is None else wait_s,
+                                           hand_down=True))
+        get_run_logger().info("workspace free after %.0f s of waiting", time.monotonic() - start)
+    with stack, limit_slot(workspace_limit(root)):
+        yield
 
 
 # --- tasks ---------------------------------------------------------------------------------------------------
@@ -374,7 +420,7 @@ def task_for(stage: str) -> Any:
 
 def _run_one(stage: str, root: Path, env: dict[str, str], force: bool) -> dict[str, Any]:
     if stage in GPU_STAGES:  # one training stage per GPU, across every workspace of this host
-        with slot(gpu_limit(), f"the GPU ({gpu_limit()})", None):
+        with gpu_guard():
             return task_for(stage)(stage, str(root), env, force=force)
     return task_for(stage)(stage, str(root), env, force=force)
 
@@ -436,10 +482,13 @@ def run_pipeline(root: Path, stages: list[str] | None, force: bool, pipeline_id:
     env = stage_env(pid, str(flow_run.id))
     results: list[dict[str, Any]] = []
     logger.info("workspace %s; stages: %s (pipeline id %s)", root, ", ".join(planned), pid)
+    down = tracking_down()
+    if down:  # before any stage: a run must not train for hours and then lose its tracking
+        logger.error("%s", down)
+        return Failed(name="TrackingUnavailable", message=down)
+    status = "FAILED"
     try:
-        with slot(workspace_limit(root), f"workspace {root}", wait_s), \
-                workspace_lock(f"pipeline {pid}", root, wait=wait_s if wait_s is not None else float("inf"),
-                               hand_down=True):
+        with workspace_guard(root, f"pipeline {pid}", wait_s):
             try:
                 gpu_part = [s for s in planned if s in GPU_STAGES] if gpu_deployment else []
                 for stage in planned:
@@ -451,11 +500,41 @@ def run_pipeline(root: Path, stages: list[str] | None, force: bool, pipeline_id:
                     results.append(_run_one(stage, root, env, force))
             finally:
                 logger.info(_summary(results, planned))
+            status = "FINISHED"
     except WorkspaceBusyError as err:
         busy = err if isinstance(err, PipelineBusyError) else PipelineBusyError(str(err))
         logger.error("%s", busy)
         return Failed(name="WorkspaceBusy", message=str(busy), data=busy)
+    finally:
+        if results:
+            end_parent_run(root, pid, status)
     return Completed(message=final_message(results), data=results)
+
+
+def tracking_down() -> str | None:
+    """Why the MLflow tracking server in MLFLOW_TRACKING_URI cannot be used (None: it answers, or is local)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri.startswith(("http://", "https://")):
+        return None
+    from vidssl.pipeline.tracking import check_tracking
+
+    try:
+        check_tracking(uri)
+    except (OSError, RuntimeError) as err:  # TrackingUnavailableError is a ConnectionError
+        return str(err)
+    return None
+
+
+def end_parent_run(root: Path, pid: str, status: str) -> None:
+    """End the pipeline's MLflow parent run once every stage has ended (tracking-only: never fails the run)."""
+    if not (os.environ.get("MLFLOW_TRACKING_URI") or (root / "mlruns" / "mlflow.db").is_file()):
+        return  # nothing was tracked
+    try:
+        from vidssl.pipeline.tracking import finish_pipeline
+
+        finish_pipeline(pid, status, root)
+    except Exception as err:  # noqa: BLE001 - tracking must not turn a finished pipeline into a failed one
+        get_run_logger().warning("could not end the MLflow parent run of pipeline %s: %s", pid, err)
 
 
 @flow(name="vidssl-pipeline")
@@ -509,8 +588,7 @@ def gpu_stages(source_run: str, pipeline_id: str, stages: list[str] | None = Non
     env = stage_env(pipeline_id, str(flow_run.id))
     results: list[dict[str, Any]] = []
     try:
-        with slot(workspace_limit(root), f"workspace {root}", None), \
-                workspace_lock(f"GPU stages of pipeline {pipeline_id}", root, wait=float("inf"), hand_down=True):
+        with workspace_guard(root, f"GPU stages of pipeline {pipeline_id}", None):
             sent = handoff.fetch(source_run, TO_GPU)
             inputs = handoff.apply(root, sent)
             logger.info("handoff from flow run %s: stages %s at commit %s", source_run, ", ".join(inputs),

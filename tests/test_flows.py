@@ -5,7 +5,9 @@ from __future__ import annotations
 import fcntl
 import importlib
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -208,24 +210,46 @@ def test_workspace_lock_and_cli_exit_codes(flows, template, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_colliding_runs_queue_or_refuse_by_flag(flows, template, tmp_path):
-    from prefect.concurrency.sync import concurrency
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+    from vidssl.pipeline.lock import workspace_lock
 
     repo = make_project(template, tmp_path / "proj", ABC, {"src.txt": "src\n", "extra.txt": "extra\n"})
     name = flows.pipeline.workspace_limit(repo)
     assert name == flows.pipeline.workspace_limit(Path(str(repo) + "/."))  # one name per workspace
-    flows.pipeline.ensure_limit(name)
     outcome: dict = {}
-    with concurrency(name, occupy=1, strict=True):  # another pipeline run holds this workspace's slot
+    taken, release = threading.Event(), threading.Event()
+
+    def other_run() -> None:  # another pipeline run holds this workspace until told to finish
+        with workspace_lock("pipeline nightly-run", repo, wait=0):
+            taken.set()
+            release.wait(120)
+
+    holder = threading.Thread(target=other_run)
+    holder.start()
+    assert taken.wait(30)
+    try:
         refused = flows.pipeline.pipeline(repo=str(repo), wait_s=0, return_state=True)
-        assert refused.name == "WorkspaceBusy" and name in refused.message
+        assert refused.name == "WorkspaceBusy" and "pipeline nightly-run" in refused.message
         waiter = threading.Thread(target=lambda: outcome.update(
             state=flows.pipeline.pipeline(repo=str(repo), wait_s=None, return_state=True)))
         waiter.start()
         time.sleep(4)
         assert waiter.is_alive() and not (repo / "a.txt").exists()  # queued, not failed, not running
+    finally:
+        release.set()
+        holder.join()
     waiter.join(timeout=120)
     assert outcome["state"].is_completed(), outcome["state"]
     assert (repo / "c.txt").read_text() == "src\nextra\n"
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(name).active_slots == 0  # given back
+        # A run that died with its slot taken (its lease lost with a restarted server) blocks nobody: the file
+        # lock is free, so the slot is stale and is given back.
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=1))
+        again = flows.pipeline.pipeline(repo=str(repo), wait_s=0, force=True, stages=["a"], return_state=True)
+        assert again.is_completed(), again
+        assert client.read_global_concurrency_limit_by_name(name).active_slots == 0
 
 
 def test_deploy_dry_run_binds_the_deployments_to_this_checkout(flows, capsys):
@@ -278,3 +302,30 @@ def test_new_videos_alone_are_extracted_and_nothing_new_reruns_nothing(flows, te
     third = flows.pipeline.pipeline(repo=str(repo), return_state=True)
     assert third.message == "nothing new: all 2 stage(s) up to date, nothing reran"
     assert [r["ran"] for r in third.result()] == [False, False]
+
+
+def test_dead_tracking_server_fails_the_run_before_any_stage(flows, template, tmp_path, monkeypatch):
+    repo = make_project(template, tmp_path / "proj", ABC, {"src.txt": "src\n", "extra.txt": "extra\n"})
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    start = time.monotonic()
+    state = flows.pipeline.pipeline(repo=str(repo), return_state=True)
+    assert state.name == "TrackingUnavailable" and uri in state.message, state
+    assert time.monotonic() - start < 15 and not (repo / "a.txt").exists()
+
+
+def test_pipeline_finds_the_standing_server_of_its_workspace(flows, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    assert flows.pipeline.standing_server(home) is None
+    record = home / flows.pipeline.SERVER_RECORD
+    record.write_text(json.dumps({"api_url": "http://127.0.0.1:4321/api", "pid": os.getpid()}))
+    assert flows.pipeline.standing_server(home) == "http://127.0.0.1:4321/api"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    record.write_text(json.dumps({"api_url": "http://127.0.0.1:4321/api", "pid": dead.pid}))
+    assert flows.pipeline.standing_server(home) is None  # `vidssl serve` is gone: not reported to
+    record.write_text("{not json")
+    assert flows.pipeline.standing_server(home) is None
