@@ -57,11 +57,12 @@ def test_methods_report_without_lists_names_the_missing_file(tmp_path: Path) -> 
 
 def test_synth_command_writes_ucf101_style_splits(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("synth:\n  videos_per_class: 4\n  size: 32\n  frames: 12\n  n_classes: 8\n")
-    proc = run("synth", str(tmp_path / "raw"), "--seed", "3", "--appearances", "2", cwd=tmp_path)
+    # a partial params file: --defaults says the keys it leaves out take the built-in defaults
+    proc = run("--defaults", "synth", str(tmp_path / "raw"), "--seed", "3", "--appearances", "2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     split = (tmp_path / "raw" / "splits" / "trainlist01.txt").read_bytes()
     assert b"\r\n" in split and len(list((tmp_path / "raw" / "videos").rglob("*.mp4"))) == 32
     summary = json.loads((tmp_path / "raw" / "synth.json").read_text())
     assert summary["appearances"] == 2 and {v["appearance"] for v in summary["videos"]} == {0, 1}
-    bad = run("synth", str(tmp_path / "bad"), "--appearances", "-1", cwd=tmp_path)
+    bad = run("--defaults", "synth", str(tmp_path / "bad"), "--appearances", "-1", cwd=tmp_path)
     assert bad.returncode != 0 and "appearances" in bad.stderr

@@ -192,7 +192,7 @@ def _torchrun_pretrain(tmp_path: Path, lists: Path, method: str, epochs: int) ->
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
            "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-           "-m", "vidssl.cli", "pretrain", str(lists), str(tmp_path / "out"), "--state", str(tmp_path / "state"),
+           "-m", "vidssl.cli", "--defaults", "pretrain", str(lists), str(tmp_path / "out"), "--state", str(tmp_path / "state"),
            "--metrics", str(tmp_path / "metrics.json"), "--plots", str(tmp_path / "plots"),
            "--params", str(tmp_path / "params.yaml")]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,

@@ -13,24 +13,43 @@ from typing import Any, Optional
 
 import typer
 
-from vidssl.entry import quiet_telemetry, run_main
+from vidssl.entry import DEBUG_ENV, exit_codes_text, guard, quiet_telemetry, run_main
 
-app = typer.Typer(help="Self-supervised video representation learning, reproducibly.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+
+class _App(typer.Typer):
+    """The typer app, run so that any failure outside a command's own handling is one readable line too."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return guard(lambda: super(_App, self).__call__(*args, **kwargs))
+
+
+app = _App(help="Self-supervised video representation learning, reproducibly.", no_args_is_help=True,
+           add_completion=False, pretty_exceptions_enable=False,
+           epilog="\b\nExit codes (also in docs/operations.md):\n" + exit_codes_text())
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file (typed; unknown keys are errors)")
+_STATE = {"defaults": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help=f"show the traceback of a failure (or {DEBUG_ENV}=1)"),
+          defaults: bool = typer.Option(False, "--defaults", help="keys the params file leaves out (or the whole "
+                                        "file, if there is none) take the built-in defaults")) -> None:
+    """Self-supervised video representation learning, reproducibly."""
+    import os
+
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # also reaches stages run as subprocesses
+    _STATE["defaults"] = defaults
 
 
 def _cfg(path: Path, **overrides: dict) -> "object":
-    from vidssl.config import load_params, parse_params
+    """The params of ``path``, with command-line options (``overrides``: section -> key -> value or None) on top."""
+    from vidssl.config import resolve_params
 
-    cfg = load_params(path) if path.is_file() else parse_params({}, "defaults")
-    if overrides:
-        raw = cfg.model_dump()
-        for section, values in overrides.items():
-            raw[section].update({k: v for k, v in values.items() if v is not None})
-        cfg = parse_params(raw, f"{path} + command-line options")
-    return cfg
+    over = {section: {k: v for k, v in values.items() if v is not None} for section, values in overrides.items()}
+    over = {k: v for k, v in over.items() if v}
+    return resolve_params(path, defaults=_STATE["defaults"], overrides=[("command-line options", over)]).params
 
 
 @app.command()
@@ -398,6 +417,31 @@ def check_params(params: Path = PARAMS) -> None:
     import yaml
 
     run_main(lambda: typer.echo(yaml.safe_dump(_cfg(params).model_dump(), sort_keys=False)))
+
+
+@app.command(name="params")
+def params_cmd(show: bool = typer.Option(False, "--show", help="print every effective value and its source"),
+               sets: list[str] = typer.Option([], "--set", "-S", help="override KEY=VALUE (YAML value), repeatable; "
+                                              "as `dvc exp run -S`"),
+               defaults: bool = typer.Option(False, "--defaults", help="keys left out take the built-in defaults"),
+               params: Path = PARAMS) -> None:
+    """Validate params in one pass; with --show, print the resolved params, each value with its source
+    (default, the params file and line, the preset, or -S)."""
+    from vidssl.config import parse_sets, resolve_params
+    from vidssl.params_show import render_sources
+
+    def go() -> None:
+        resolved = resolve_params(params, defaults=defaults or _STATE["defaults"],
+                                  overrides=[("-S", parse_sets(sets))])
+        if show:
+            typer.echo(render_sources(resolved))
+        else:
+            counts: dict[str, int] = {}
+            for src in resolved.sources.values():
+                kind = src.split(":")[0].split(" (")[0]
+                counts[kind] = counts.get(kind, 0) + 1
+            typer.echo(f"{params}: valid; " + ", ".join(f"{n} from {k}" for k, n in counts.items()))
+    run_main(go)
 
 
 if __name__ == "__main__":

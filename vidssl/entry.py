@@ -1,15 +1,64 @@
-"""Process entry helpers shared by the CLI and the DVC stages: logging and readable failures."""
+"""Process entry helpers shared by the CLI and the DVC stages: logging, exit codes and readable failures.
+
+Every user-facing program (each `vidssl` command, each stages/*.py) ends through :func:`run_main`: bad input or
+an environment fault prints one line to stderr (file, key or value, and what to do) and exits with the code
+below; the traceback only with ``--debug`` or ``VIDSSL_DEBUG=1``.
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
-from typing import Any, Callable
+import traceback
+from typing import Any, Callable, NoReturn
 
-# Expected failures are shown as one readable message, not a traceback: they name the file, key or value.
-# ConnectionError: a service the run needs (e.g. the MLflow tracking server) does not answer; the message names it.
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError, ConnectionError)
+# Exit codes, one table for the whole tool (also printed by `vidssl --help`).
+EXIT_OK = 0
+EXIT_FAILURE = 1  # an unexpected error: a bug; rerun with --debug and report the traceback
+EXIT_BAD_INPUT = 2  # bad params, arguments, paths or data: the message says what to change
+EXIT_QUARANTINED = 3  # extract quarantined at least one video and extract.fail_on_bad_input asked to stop
+EXIT_ENVIRONMENT = 74  # EX_IOERR: the machine, not the input: disk full, permissions, open files, a service down
+EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the workspace; try again later
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT: finished work is kept and a rerun resumes
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_FAILURE: "unexpected error (a bug): rerun with --debug for the traceback",
+    EXIT_BAD_INPUT: "bad input (params, arguments, paths, data): the message says what to fix",
+    EXIT_QUARANTINED: "extract quarantined videos (extract.fail_on_bad_input); the others were extracted",
+    EXIT_ENVIRONMENT: "environment fault (disk full, permissions, open files, a service down)",
+    EXIT_BUSY: "another run holds the workspace; wait for it or try again later",
+    EXIT_INTERRUPTED: "interrupted; finished work is kept and a rerun resumes",
+}
+
+DEBUG_ENV = "VIDSSL_DEBUG"
+
+# errno values that describe the machine rather than the input.
+_ENV_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE, errno.EROFS, errno.EDQUOT,
+               errno.ENOMEM, errno.EIO}
+
+
+class UserError(ValueError):
+    """Bad input the user can fix; ``exit_code`` is what the program exits with (default 2)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class EnvironmentFault(RuntimeError):
+    """The machine or a service failed (not the input); exits with 74 unless ``exit_code`` says otherwise."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+def exit_codes_text() -> str:
+    """The exit-code table as lines for help text."""
+    return "\n".join(f"{code:>3}  {what}" for code, what in EXIT_CODES.items())
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -25,21 +74,63 @@ def quiet_telemetry() -> None:
         os.environ.setdefault(key, value)
 
 
+def classify(err: BaseException) -> tuple[int, str]:
+    """``(exit code, one-line message)`` for an exception that ends a program."""
+    code = getattr(err, "exit_code", None)
+    if isinstance(code, int):
+        return code, _one_line(err)
+    if isinstance(err, OSError) and err.errno in _ENV_ERRNOS:
+        what = os.strerror(err.errno) if err.errno else type(err).__name__
+        path = f" {err.filename}" if err.filename else ""
+        return EXIT_ENVIRONMENT, (f"{what}:{path} ({err.strerror or err}); free space, fix permissions or raise "
+                                  "limits, then rerun: finished work is kept")
+    if isinstance(err, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        return EXIT_BAD_INPUT, _one_line(err)
+    if isinstance(err, OSError):
+        return EXIT_ENVIRONMENT, f"{_one_line(err)}; check the machine (disk, permissions, network) and rerun"
+    return EXIT_FAILURE, (f"unexpected {type(err).__name__}: {_one_line(err)} (a bug; rerun with --debug or "
+                          f"{DEBUG_ENV}=1 for the traceback, and report it)")
+
+
+def _one_line(err: BaseException) -> str:
+    """The exception's message; a multi-line one keeps its lines (each names its own key), blank lines dropped."""
+    text = str(err)
+    return "\n".join(line for line in text.strip().splitlines() if line.strip()) or type(err).__name__
+
+
+def fail(err: BaseException) -> NoReturn:
+    """Print ``err`` as the program's last words (``error: ...``) and exit with its code."""
+    code, message = classify(err)
+    if debug_enabled():
+        traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+    lines = message.splitlines()
+    if getattr(err, "one_problem_per_line", False):
+        text = "\n".join(f"error: {line}" for line in lines)  # each line names its own file or key
+    else:
+        text = "\n".join([f"error: {lines[0]}", *(f"  {line}" for line in lines[1:])])
+    print(text, file=sys.stderr)
+    sys.exit(code)
+
+
+def guard(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; any exception ends the process through :func:`fail` (SystemExit and click's own exits pass)."""
+    try:
+        return fn()
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        if debug_enabled():
+            traceback.print_exc(file=sys.stderr)
+        print(f"error: {EXIT_CODES[EXIT_INTERRUPTED]}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as err:  # noqa: BLE001 - the one place every failure becomes a readable line
+        if type(err).__module__.startswith("click"):
+            raise  # click/typer's own usage errors and exits: click prints and exits with their codes
+        fail(err)
+
+
 def run_main(fn: Callable[[], Any]) -> None:
-    """Run ``fn`` as a program: set up logging, print expected errors plainly, exit non-zero on failure."""
+    """Run ``fn`` as a program: set up logging, print failures as one readable line, exit with the code above."""
     setup_logging()
     quiet_telemetry()
-    try:
-        fn()
-    except RuntimeError as err:
-        code = getattr(err, "exit_code", None)  # e.g. a busy workspace: 75, try again later
-        if code is None:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(code)
-    except _USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted; finished work is kept and a rerun resumes", file=sys.stderr)
-        sys.exit(130)
+    guard(fn)

@@ -43,6 +43,8 @@ FIX_LEAK = "fix the split files (a test video must not be in pretrain/train/val)
 class DataValidationError(Exception):
     """The lists or the frame store failed the data gate; the message is the readable report."""
 
+    exit_code = 2  # bad input (vidssl.entry.EXIT_BAD_INPUT)
+
 
 @dataclass(frozen=True)
 class _Check:
