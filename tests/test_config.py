@@ -87,6 +87,8 @@ def _hydra(value: object) -> str:
         return str(value).lower()
     if isinstance(value, list):
         return "[" + ",".join(_hydra(v) for v in value) + "]"
+    if isinstance(value, str) and any(c in value for c in "{}[](),:='\" "):
+        return "'" + value + "'"  # hydra's override grammar reads these characters, quoted they are text
     return str(value)
 
 

@@ -496,7 +496,7 @@ def test_cli_exit_codes_for_bad_input_and_machine_faults(tmp_path: Path, monkeyp
     make_clip(src / "A" / "good.mp4", seconds=0.5)
     (src / "A" / "zero.avi").write_bytes(b"")
     runner = CliRunner()
-    base = ["extract", str(src), str(out), "--short-side", "32", "--params", str(tmp_path / "none.yaml")]
+    base = ["--defaults", "extract", str(src), str(out), "--short-side", "32", "--params", str(tmp_path / "none.yaml")]
     ok = runner.invoke(app, base)
     assert ok.exit_code == 0, ok.output  # quarantine alone is not fatal by default
     bad = runner.invoke(app, base + ["--fail-on-bad-input"])
@@ -575,14 +575,14 @@ def test_import_frames_command(tmp_path: Path) -> None:
             if (vid, i) != ("b", 5):
                 (folder / f"img_{i}.jpg").write_bytes(_frame_jpeg(i))
     make_clip(tmp_path / "src" / "Cls" / "video.mp4", seconds=0.3)
-    res = CliRunner().invoke(app, ["import-frames", str(tmp_path / "src"), str(tmp_path / "out"),
+    res = CliRunner().invoke(app, ["--defaults", "import-frames", str(tmp_path / "src"), str(tmp_path / "out"),
                                    "--params", str(tmp_path / "none.yaml")])
     assert res.exit_code == 0, res.output
     assert "'extracted': 2" in res.output and "1 with gaps in their numbering" in res.output
     assert sorted(p.name for p in (tmp_path / "out" / "Cls").iterdir()) == ["a.zip", "b.zip"]  # the video is left
     with FramePack(tmp_path / "out/Cls/b.zip") as fp:
         assert len(fp) == 10
-    empty = CliRunner().invoke(app, ["import-frames", str(tmp_path / "src" / "Cls"), str(tmp_path / "o2"),
+    empty = CliRunner().invoke(app, ["--defaults", "import-frames", str(tmp_path / "src" / "Cls"), str(tmp_path / "o2"),
                                      "--params", str(tmp_path / "none.yaml")])
     assert empty.exit_code == 2 and "no JPEG frame folders found" in empty.output
 
@@ -646,11 +646,11 @@ def test_check_videos_lists_what_extract_would_quarantine(tmp_path: Path) -> Non
     assert by["bad/text.mkv"]["reason"] and rep["n_quarantined"] == 4
     rows = (tmp_path / "r" / "quarantine.csv").read_text().splitlines()
     assert rows[0] == "video,reason" and len(rows) == 5 and rows[1].startswith("bad/audio.mp4,")
-    res = CliRunner().invoke(app, ["check-videos", str(src), "--report", str(tmp_path / "c.json"),
+    res = CliRunner().invoke(app, ["--defaults", "check-videos", str(src), "--report", str(tmp_path / "c.json"),
                                    "--params", str(tmp_path / "none.yaml")])
     assert res.exit_code == 3 and "4 video(s) would be quarantined" in res.output
     shutil.rmtree(src / "bad")
-    res = CliRunner().invoke(app, ["check-videos", str(src), "--report", str(tmp_path / "c.json"),
+    res = CliRunner().invoke(app, ["--defaults", "check-videos", str(src), "--report", str(tmp_path / "c.json"),
                                    "--params", str(tmp_path / "none.yaml")])
     assert res.exit_code == 0 and "2 videos, 0 to quarantine" in res.output
 

@@ -35,7 +35,7 @@ TINY = {
     "extract": {"short_side": 32, "workers": 1},
     "model": {"backbone": "tiny", "width": 4},
     "clip": {"frames": 8, "stride": 2, "resize": 32, "crop": 28},
-    "pretrain": {"epochs": 8, "batch_size": 8, "workers": 0, "iic": {"nce_k": 16}},
+    "pretrain": {"epochs": 8, "milestones": [], "batch_size": 8, "workers": 0, "iic": {"nce_k": 16}},
     "finetune": {"epochs": 6, "batch_size": 8, "workers": 0, "test_clips": 2},
     "retrieve": {"clips": 4, "workers": 0},
 }

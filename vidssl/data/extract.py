@@ -24,6 +24,7 @@ from typing import Any
 
 from vidssl.data.decode import DecodeError, decode_frames, encoding
 from vidssl.data.store import PACK_SUFFIX, count_frames, frame_files, pack_jpeg_folder, pack_source, write_pack
+from vidssl.entry import EXIT_ENVIRONMENT, EXIT_QUARANTINED
 from vidssl.io import write_json
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,9 @@ VIDEO_EXTS = frozenset({".avi", ".mp4", ".mkv", ".webm"})
 JPEG_EXTS = frozenset({".jpg", ".jpeg"})
 LAYOUT = "src/<class>/<video>.avi|.mp4|.mkv|.webm, or src/<class>/<video>/*.jpg for extracted frames"
 _OUTPUT_PARAMS = ("short_side", "fps", "quality", "encoding")
-# Exit codes (sysexits-style, beside the workspace lock's 75): bad input quarantined while params ask to fail on
-# it, and a fault of the machine (disk full, no permission, out of file handles, read-only store).
-EXIT_BAD_INPUT = 3
-EXIT_ENVIRONMENT = 74  # EX_IOERR
+# Exit codes, from the tool's one table (vidssl/entry.py): bad input quarantined while params ask to fail on it
+# (3), and a fault of the machine (74: disk full, no permission, out of file handles, read-only store).
+EXIT_BAD_INPUT = EXIT_QUARANTINED
 # errno values that say the machine, not the video, is at fault: such a video is never quarantined
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE,
                                 errno.EROFS, errno.EIO, errno.ENOMEM})
