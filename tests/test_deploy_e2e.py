@@ -30,7 +30,7 @@ TINY = {
     "extract": {"short_side": 32, "workers": 2},
     "model": {"backbone": "tiny", "width": 4},
     "clip": {"frames": 8, "stride": 2, "resize": 32, "crop": 28},
-    "pretrain": {"epochs": 2, "batch_size": 8, "workers": 0, "iic": {"nce_k": 16}},
+    "pretrain": {"epochs": 2, "milestones": [], "batch_size": 8, "workers": 0, "iic": {"nce_k": 16}},
     "finetune": {"epochs": 1, "batch_size": 8, "workers": 0, "test_clips": 2},
     "retrieve": {"clips": 2, "workers": 0},
 }
