@@ -9,7 +9,7 @@ from vidssl.pipeline.stages import run_retrieve
 
 def main() -> None:
     run_retrieve(load_params(), Path("data/lists"), Path("models/pretrain/backbone.pt"), Path("features"),
-                 Path("metrics/retrieve.json"))
+                 Path("metrics/retrieve.json"), Path("plots"))
 
 
 if __name__ == "__main__":

@@ -207,11 +207,12 @@ def finetune(lists_dir: Path = typer.Argument(Path("data/lists")),
 def retrieve(lists_dir: Path = typer.Argument(Path("data/lists")),
              weights: Path = typer.Option(Path("models/pretrain/backbone.pt"), help="pretrained backbone"),
              features: Path = typer.Option(Path("features")), metrics: Path = typer.Option(Path("metrics/retrieve.json")),
+             plots: Path = typer.Option(Path("plots"), help="folder for the top-k curve, t-SNE and examples"),
              params: Path = PARAMS) -> None:
     """Nearest-neighbour retrieval (test queries train), random init vs pretrained."""
     from vidssl.pipeline.stages import run_retrieve
 
-    run_main(lambda: typer.echo(run_retrieve(_cfg(params), lists_dir, weights, features, metrics)))
+    run_main(lambda: typer.echo(run_retrieve(_cfg(params), lists_dir, weights, features, metrics, plots)))
 
 
 @app.command()

@@ -142,7 +142,8 @@ class Prefixed:
         self.tracker.log_metrics({f"{self.prefix}.{k}": v for k, v in metrics.items()}, step=step)
 
 
-def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, features: Path) -> dict[str, float]:
+def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, features: Path,
+                     extras: dict[str, Any] | None = None) -> dict[str, float]:
     """Retrieval top-k of one backbone (``weights`` None = random init with the pretraining seed).
 
     The gallery is the whole training split (``pretrain.csv``: the fine-tune train list plus the videos held out
@@ -153,7 +154,9 @@ def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, feature
     """
     from vidssl.engine import ddp
     from vidssl.data.clips import read_list, usable_records
-    from vidssl.evaluation.retrieval import check_finite, center, save_features, topk_retrieval, video_features
+    from vidssl.evaluation.retrieval import (
+        center, check_finite, check_ks, retrieval_hits, save_features, topk_curve, video_features,
+    )
     from vidssl.methods.registry import build_method
     from vidssl.engine.train import build_model_backbone, clip_spec, device, load_backbone, seed_all
 
@@ -177,25 +180,83 @@ def retrieval_scores(cfg: Params, lists_dir: Path, weights: Path | None, feature
     save_features(features / "test.npz", q_feat, q_lab, [v.video_id for v in test])
     if r.center or r.protocol == "centred":  # CoCLR/DualVar: each set minus its own mean, then cosine
         g_feat, q_feat = center(g_feat), center(q_feat)
-    acc = topk_retrieval(g_feat, g_lab, q_feat, q_lab, r.topk, index=r.index, chunk_bytes=r.chunk_mb * 2**20)
-    return {f"top{k}": v for k, v in acc.items()}
+    # One ranking to the largest k the metrics or the top-k curve need; every top-k is read off its hits.
+    hits, idx = retrieval_hits(g_feat, g_lab, q_feat, q_lab, max(max(r.topk), CURVE_K), index=r.index,
+                               chunk_bytes=r.chunk_mb * 2**20)
+    curve = topk_curve(hits)
+    if extras is not None:  # what the plots need: the curve, the neighbours, the videos and features
+        extras.update(curve=curve[:CURVE_K], idx=idx, hits=hits, gallery=train, queries=test, q_feat=q_feat,
+                      q_lab=q_lab)
+    return {f"top{k}": float(curve[min(k, len(curve)) - 1]) for k in check_ks(r.topk)}
+
+
+CURVE_K = 50  # the top-k curve's last k
+
+
+def retrieval_plots(extras: dict[str, dict[str, Any]], names: list[str], plots: Path,
+                    n_examples: int = 8, seed: int = 0) -> list[Path]:
+    """The retrieval plots: top-k curves of every backbone, and for the pretrained one a t-SNE of the test
+    videos' features and a grid of queries (first frames) with their top-5, hits framed green."""
+    import numpy as np
+
+    from vidssl.data.store import FramePack
+    from vidssl.evaluation.plots import plot_retrieval_examples, plot_topk_curve, plot_tsne
+
+    out = [plot_topk_curve({k.replace("_", " "): v["curve"] for k, v in extras.items()},
+                           plots / "retrieval_topk.png")]
+    ex = extras.get("pretrained")
+    if ex is None:
+        return out
+    out.append(plot_tsne(ex["q_feat"], ex["q_lab"], names, plots / "tsne_test.png", seed=seed))
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(len(ex["queries"]), min(n_examples, len(ex["queries"])), replace=False))
+
+    def first_frame(rec: Any) -> Any:
+        return FramePack(rec.frames_path).read([0])[0]
+
+    top = min(5, ex["idx"].shape[1])
+    out.append(plot_retrieval_examples(
+        [first_frame(ex["queries"][i]) for i in picks],
+        [[first_frame(ex["gallery"][j]) for j in ex["idx"][i, :top]] for i in picks],
+        ex["hits"][picks, :top], plots / "retrieval_examples.png",
+        [names[int(ex["q_lab"][i])] for i in picks]))
+    return out
 
 
 @locked_stage("retrieve")
-def run_retrieve(cfg: Params, lists_dir: Path, weights: Path, features: Path, metrics: Path) -> dict[str, Any]:
+def run_retrieve(cfg: Params, lists_dir: Path, weights: Path, features: Path, metrics: Path,
+                 plots: Path | None = None) -> dict[str, Any]:
+    """Retrieval of random init and the pretrained backbone; with ``plots``, its figures (MLflow artifacts and
+    `dvc plots`): top-k curves (PNG and ``retrieval_topk.csv``), t-SNE of the test features, example queries."""
     from vidssl.pipeline.tracking import stage_run
 
     params = flatten({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
                       "retrieve": cfg.retrieve.model_dump()})
     out: dict[str, Any] = {}
+    extras: dict[str, dict[str, Any]] = {}
     with stage_run("retrieve", params) as tracker:
         for name, w in (("random_init", None), ("pretrained", weights)):
             t0 = time.time()
-            out[name] = retrieval_scores(cfg, lists_dir, w, features / name)
+            extras[name] = {}
+            out[name] = retrieval_scores(cfg, lists_dir, w, features / name, extras[name])
             out[name]["seconds"] = time.time() - t0
             tracker.log_metrics({f"{name}.{k}": v for k, v in out[name].items()})
         write_json(metrics, out)
         tracker.log_artifact(metrics)
+        if plots is not None:
+            from vidssl.io import write_text
+
+            t0 = time.time()
+            names = [line.split(",", 1)[1].strip()
+                     for line in (lists_dir / "classes.csv").read_text().splitlines()[1:]]
+            paths = retrieval_plots(extras, names, plots, seed=cfg.seed)
+            rows = ["k,random_init,pretrained"] + [
+                f"{k + 1},{extras['random_init']['curve'][k]:.6f},{extras['pretrained']['curve'][k]:.6f}"
+                for k in range(min(len(extras["random_init"]["curve"]), len(extras["pretrained"]["curve"])))]
+            write_text(plots / "retrieval_topk.csv", "\n".join(rows) + "\n")
+            for path in [*paths, plots / "retrieval_topk.csv"]:
+                tracker.log_artifact(path, "plots")
+            log.info("retrieval plots in %.1f s", time.time() - t0)
     return out
 
 
