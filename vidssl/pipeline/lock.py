@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from vidssl.entry import EXIT_BUSY
+
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "VIDSSL_WORKSPACE_LOCK"  # handed to the stages of the pipeline that holds the lock
@@ -43,7 +45,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class WorkspaceBusyError(RuntimeError):
     """Another pipeline or stage holds this workspace's lock."""
 
-    exit_code = 75  # EX_TEMPFAIL: the command line says "try again later"
+    exit_code = EXIT_BUSY  # 75, EX_TEMPFAIL: the command line says "try again later"
 
 
 def find_workspace(start: Path | None = None) -> Path | None:
