@@ -238,6 +238,15 @@ def diagnose(lists_dir: Path = typer.Argument(Path("data/lists")),
 
 
 @app.command()
+def report(out: Path = typer.Option(Path("reports/paper.md"), help="Markdown table (the HTML goes beside it)"),
+           root: Path = typer.Option(Path("."), help="workspace whose MLflow store is read")) -> None:
+    """Paper-style table (method x backbone x dataset x protocol) from the tracked runs, published numbers beside."""
+    from vidssl.pipeline.paper_table import run_report
+
+    run_main(lambda: typer.echo(run_report(root, out, out.with_suffix(".html"))))
+
+
+@app.command()
 def evaluate(metrics_dir: Path = typer.Option(Path("metrics")), report: Path = typer.Option(Path("reports/results.md")),
              summary: Path = typer.Option(Path("metrics/summary.json")), params: Path = PARAMS) -> None:
     """Summarise stage metrics into metrics/summary.json and reports/results.md."""

@@ -96,6 +96,12 @@ def run_pretrain(cfg: Params, lists_dir: Path, out_dir: Path, state_dir: Path, m
 
 
 @locked_stage("finetune")
+def _identity(cfg: Params) -> dict[str, Any]:
+    """What `vidssl report` groups runs by, beside the stage's own params: method, dataset and split."""
+    return {"pretrain": {"method": cfg.pretrain.method}, "data": {"dataset": cfg.data.dataset,
+                                                                  "split": cfg.data.split}}
+
+
 def run_finetune(cfg: Params, lists_dir: Path, init: Path | None, out_dir: Path, state_dir: Path,
                  metrics: Path, plots: Path, baseline: bool = True) -> dict[str, Any]:
     """Fine-tune from ``init``; with ``baseline``, also from random init (same seed) for the comparison."""
@@ -104,7 +110,7 @@ def run_finetune(cfg: Params, lists_dir: Path, init: Path | None, out_dir: Path,
     from vidssl.engine.train import finetune
 
     params = flatten({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
-                      "finetune": cfg.finetune.model_dump()})
+                      "finetune": cfg.finetune.model_dump(), **_identity(cfg)})
     names = [line.split(",", 1)[1].strip() for line in (lists_dir / "classes.csv").read_text().splitlines()[1:]]
     runs = {"pretrained": init, **({"random_init": None} if baseline else {})}
     out: dict[str, Any] = {}
@@ -231,7 +237,7 @@ def run_retrieve(cfg: Params, lists_dir: Path, weights: Path, features: Path, me
     from vidssl.pipeline.tracking import stage_run
 
     params = flatten({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
-                      "retrieve": cfg.retrieve.model_dump()})
+                      "retrieve": cfg.retrieve.model_dump(), **_identity(cfg)})
     out: dict[str, Any] = {}
     extras: dict[str, dict[str, Any]] = {}
     with stage_run("retrieve", params) as tracker:

@@ -1,0 +1,50 @@
+"""`vidssl report`: rows from tracked runs, newest per setting, published numbers only where protocols match."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as NS
+
+from vidssl.pipeline.paper_table import collect, html_page, markdown, retrieval_protocol
+
+
+def _run(stage: str, params: dict, metrics: dict, start: int, status: str = "FINISHED") -> NS:
+    return NS(info=NS(status=status, start_time=start, run_id=f"r{start}"),
+              data=NS(tags={"vidssl.stage": stage}, params=params, metrics=metrics))
+
+
+IIC = {"pretrain.method": "iic", "model.backbone": "r3d10", "data.dataset": "ucf101", "data.split": "1"}
+
+
+def test_protocol_labels() -> None:
+    assert retrieval_protocol({"retrieve.feature": "pool", "retrieve.merged": "True"}) == "vcop/pool/merged"
+    assert retrieval_protocol({"retrieve.feature": "gap", "retrieve.protocol": "centred"}) == "centred/gap"
+    assert retrieval_protocol({"retrieve.feature": "gap", "retrieve.center": "True"}) == "centred/gap"
+    assert retrieval_protocol({"retrieve.feature": "pool", "retrieve.view": "second",
+                               "retrieve.merged": "False"}) == "vcop/pool/second"
+
+
+def test_table_from_runs_with_published_numbers_where_the_protocol_matches() -> None:
+    merged = {**IIC, "retrieve.feature": "pool", "retrieve.merged": "True", "retrieve.protocol": "vcop"}
+    rgb = {**merged, "retrieve.merged": "False"}
+    runs = [
+        _run("retrieve", merged, {"pretrained.top1": 0.30, "pretrained.top5": 0.5, "random_init.top1": 0.1}, 1),
+        _run("retrieve", merged, {"pretrained.top1": 0.35, "random_init.top1": 0.12}, 2),  # newer: wins
+        _run("retrieve", merged, {"pretrained.top1": 0.99}, 3, status="FAILED"),  # never counts
+        _run("retrieve", rgb, {"pretrained.top1": 0.33}, 4),  # no published number for the rgb-only row
+        _run("finetune", {**IIC, "finetune.protocol": "iic"}, {"pretrained.test_accuracy": 0.7}, 5),
+        _run("finetune", {**IIC, "finetune.protocol": "plain"}, {"pretrained.test_accuracy": 0.6}, 6),
+        _run("pretrain", IIC, {"loss": 1.0}, 7),
+    ]
+    rows = collect(runs)
+    got = {(r["method"], r["stage"], r["protocol"]): r["values"] for r in rows}
+    assert got[("iic", "retrieve", "vcop/pool/merged")] == {"top1": 35.0}
+    assert got[("random init", "retrieve", "vcop/pool/merged")] == {"top1": 12.0}
+    assert got[("iic", "finetune", "iic")] == {"finetune": 70.0} and len(rows) == 5
+    md = markdown(rows)
+    # Footnotes are numbered in the order rows cite them: the fine-tune row comes first here.
+    assert "[1] BestJuly/IIC README, repeat + res row" in md and "[2] BestJuly/IIC README, R3D repeat" in md
+    assert "| iic | r3d10 | ucf101 | 1 | vcop/pool/merged | 35.0 (36.5 [2]) | – (54.1 [2])" in md
+    assert "| iic | r3d10 | ucf101 | 1 | vcop/pool | 33.0 | – |" in md  # rgb-only: no published number
+    assert "| 70.0 (72.8 [1]) |" in md and "| 60.0 |" in md  # plain fine-tune is not IIC's protocol
+    page = html_page(rows)
+    assert page.count("<tr>") == 6 and "35.0 (36.5 [2])" in page

@@ -1,0 +1,158 @@
+"""`vidssl report`: a paper-style table of every tracked result, with published numbers where the protocol matches.
+
+Rows come from the finished MLflow runs of the retrieve and finetune stages, grouped by method, backbone,
+dataset, split and protocol; the newest run of each group counts. A published number is shown beside ours only
+when its entry in ``PUBLISHED`` names the same method, backbone, dataset and protocol (source named in the
+footnotes); otherwise the cell says nothing rather than compare unlike things.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+KS = (1, 5, 10, 20, 50)
+
+
+@dataclass(frozen=True)
+class Published:
+    """A number a seed published, and what it was measured under."""
+
+    method: str
+    backbone: str
+    dataset: str
+    protocol: str  # a retrieval protocol label (see :func:`retrieval_protocol`) or a fine-tune protocol name
+    values: dict[str, float]  # "top1".. or "finetune", in percent
+    source: str
+
+
+# Only numbers whose protocol vidssl reproduces; pretraining data is the dataset itself (UCF101-pretrained).
+PUBLISHED: tuple[Published, ...] = (
+    Published("iic", "r3d10", "ucf101", "vcop/pool/merged",
+              {"top1": 36.5, "top5": 54.1, "top10": 62.9, "top20": 72.4, "top50": 83.4},
+              "BestJuly/IIC README, R3D repeat + res, merged views"),
+    Published("iic", "r3d10", "ucf101", "iic", {"finetune": 72.8}, "BestJuly/IIC README, repeat + res row"),
+    Published("dualvar", "r21d10", "ucf101", "centred/gap",
+              {"top1": 46.7, "top5": 63.1, "top10": 69.7, "top20": 78.0, "top50": 87.8},
+              "DualVar paper, UCF101 retrieval table (lzhangbj/DualVar asset/retrieval_acc.png)"),
+    Published("dualvar", "r21d10", "ucf101", "dualvar", {"finetune": 79.0},
+              "DualVar paper Table 4/5, SimCLR core, UCF-pretrained (asset/finetune_acc.png)"),
+)
+
+
+def retrieval_protocol(params: dict[str, str]) -> str:
+    """A retrieval run's protocol label: ``<vcop|centred>/<pool|gap>[/merged|/second]``."""
+    centred = params.get("retrieve.protocol") == "centred" or params.get("retrieve.center") == "True"
+    label = f"{'centred' if centred else 'vcop'}/{params.get('retrieve.feature', 'pool')}"
+    if params.get("retrieve.merged") == "True":
+        return label + "/merged"
+    return label + ("/second" if params.get("retrieve.view") == "second" else "")
+
+
+def collect(runs: Iterable[Any]) -> list[dict[str, Any]]:
+    """One row per (method, backbone, dataset, split, protocol, weights) from MLflow runs, newest first wins."""
+    rows: dict[tuple, dict[str, Any]] = {}
+    for run in runs:
+        stage = run.data.tags.get("vidssl.stage")
+        if stage not in ("retrieve", "finetune") or run.info.status != "FINISHED":
+            continue
+        p, m = run.data.params, run.data.metrics
+        if "pretrain.method" not in p:
+            continue  # runs from before the method was logged cannot be placed
+        protocol = retrieval_protocol(p) if stage == "retrieve" else p.get("finetune.protocol", "plain")
+        for weights in ("pretrained", "random_init"):
+            values = ({f"top{k}": 100 * m[f"{weights}.top{k}"] for k in KS if f"{weights}.top{k}" in m}
+                      if stage == "retrieve" else
+                      ({"finetune": 100 * m[f"{weights}.test_accuracy"]} if f"{weights}.test_accuracy" in m else {}))
+            if not values:
+                continue
+            key = (p["pretrain.method"], p.get("model.backbone", "?"), p.get("data.dataset", "?"),
+                   p.get("data.split", "?"), stage, protocol, weights)
+            if key not in rows or run.info.start_time > rows[key]["start"]:
+                rows[key] = {"method": key[0] if weights == "pretrained" else "random init", "backbone": key[1],
+                             "dataset": key[2], "split": key[3], "stage": stage, "protocol": protocol,
+                             "values": values, "start": run.info.start_time, "run_id": run.info.run_id,
+                             "pretrained_method": key[0]}
+    return sorted(rows.values(), key=lambda r: (r["dataset"], r["backbone"], r["stage"], r["protocol"],
+                                                r["method"] == "random init", r["method"]))
+
+
+def published_for(row: dict[str, Any]) -> Published | None:
+    if row["method"] == "random init":
+        return None
+    for pub in PUBLISHED:
+        if (pub.method, pub.backbone, pub.dataset, pub.protocol) == (row["method"], row["backbone"], row["dataset"],
+                                                                     row["protocol"]):
+            return pub
+    return None
+
+
+def _cells(row: dict[str, Any], notes: list[str]) -> list[str]:
+    pub = published_for(row)
+    mark = ""
+    if pub is not None:
+        if pub.source not in notes:
+            notes.append(pub.source)
+        mark = f" [{notes.index(pub.source) + 1}]"
+    cols = [f"top{k}" for k in KS] + ["finetune"]
+    out = []
+    for c in cols:
+        ours = row["values"].get(c)
+        paper = pub.values.get(c) if pub else None
+        cell = "–" if ours is None else f"{ours:.1f}"
+        if paper is not None:
+            cell += f" ({paper:.1f}{mark})"
+        out.append(cell)
+    return out
+
+
+HEAD = ["method", "backbone", "dataset", "split", "protocol", "top-1", "top-5", "top-10", "top-20", "top-50",
+        "fine-tune"]
+
+
+def table_rows(rows: list[dict[str, Any]]) -> tuple[list[list[str]], list[str]]:
+    """Cell text per row (ours, and the published number with its footnote in brackets) and the footnotes."""
+    notes: list[str] = []
+    body = [[r["method"], r["backbone"], r["dataset"], str(r["split"]), r["protocol"], *_cells(r, notes)]
+            for r in rows]
+    return body, notes
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    body, notes = table_rows(rows)
+    lines = ["# Results", "", "Ours, with the published number in brackets where the protocol matches. "
+             "Percent; the newest finished run of each setting.", "",
+             "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+    lines += ["| " + " | ".join(b) + " |" for b in body]
+    lines += ["", *[f"[{i + 1}] {n}" for i, n in enumerate(notes)]] if notes else []
+    return "\n".join(lines) + "\n"
+
+
+def html_page(rows: list[dict[str, Any]]) -> str:
+    body, notes = table_rows(rows)
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in HEAD)
+    trs = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in b) + "</tr>" for b in body)
+    foot = "".join(f"<li>{esc(n)}</li>" for n in notes)
+    return ("<!doctype html><meta charset='utf-8'><title>vidssl results</title>"
+            "<style>table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:2px 6px}</style>"
+            f"<h1>Results</h1><p>Ours, with the published number in brackets where the protocol matches.</p>"
+            f"<table><tr>{head}</tr>{trs}</table><ol>{foot}</ol>\n")
+
+
+def run_report(root: Path, out_md: Path, out_html: Path) -> str:
+    """Write the table from ``root``'s MLflow store as Markdown and HTML; return the Markdown."""
+    from vidssl.io import write_text
+    from vidssl.pipeline.tracking import open_client
+
+    client, _uri, exp_id = open_client(Path(root))
+    runs = [run for stage in ("retrieve", "finetune")
+            for run in client.search_runs([exp_id], filter_string=f"tags.`vidssl.stage` = '{stage}'",
+                                          max_results=10000)]
+    rows = collect(runs)
+    text = markdown(rows)
+    write_text(out_md, text)
+    write_text(out_html, html_page(rows))
+    return text
