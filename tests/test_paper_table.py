@@ -48,3 +48,17 @@ def test_table_from_runs_with_published_numbers_where_the_protocol_matches() -> 
     assert "| 70.0 (72.8 [1]) |" in md and "| 60.0 |" in md  # plain fine-tune is not IIC's protocol
     page = html_page(rows)
     assert page.count("<tr>") == 6 and "35.0 (36.5 [2])" in page
+
+
+def test_three_splits_give_a_mean_and_sd_row() -> None:
+    from vidssl.pipeline.paper_table import split_means
+
+    runs = [_run("finetune", {**IIC, "data.split": str(s), "finetune.protocol": "plain"},
+                 {"pretrained.test_accuracy": acc}, s) for s, acc in ((1, 0.60), (2, 0.64), (3, 0.65))]
+    rows = split_means(collect(runs))
+    mean = [r for r in rows if r["split"] == "1-3"]
+    assert len(rows) == 4 and len(mean) == 1
+    assert abs(mean[0]["values"]["finetune"] - 63.0) < 1e-9
+    assert abs(mean[0]["sd"]["finetune"] - 2.6457513) < 1e-6  # sample sd of 60, 64, 65
+    assert "| 1-3 | plain | – | – | – | – | – | 63.0 ± 2.6 |" in markdown(rows)
+    assert all(r["split"] != "1-3" for r in split_means(collect(runs[:2])))  # two splits: no mean row

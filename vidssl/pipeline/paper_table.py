@@ -1,7 +1,8 @@
 """`vidssl report`: a paper-style table of every tracked result, with published numbers where the protocol matches.
 
 Rows come from the finished MLflow runs of the retrieve and finetune stages, grouped by method, backbone,
-dataset, split and protocol; the newest run of each group counts. A published number is shown beside ours only
+dataset, split and protocol; the newest run of each group counts. A setting run on all three official splits
+(``data.split`` 1, 2 and 3) gets a "1-3" row: mean ± sd over the splits. A published number is shown beside ours only
 when its entry in ``PUBLISHED`` names the same method, backbone, dataset and protocol (source named in the
 footnotes); otherwise the cell says nothing rather than compare unlike things.
 """
@@ -79,6 +80,28 @@ def collect(runs: Iterable[Any]) -> list[dict[str, Any]]:
                                                 r["method"] == "random init", r["method"]))
 
 
+def split_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` plus, for every setting tracked on all three official splits, a row "1-3" holding the mean and
+    sample sd of each value over the splits (the paper convention for UCF101 and HMDB51)."""
+    import numpy as np
+
+    groups: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        key = (r["method"], r["backbone"], r["dataset"], r["stage"], r["protocol"])
+        groups.setdefault(key, {})[str(r["split"])] = r
+    out = list(rows)
+    for key, by_split in groups.items():
+        if not {"1", "2", "3"} <= set(by_split):
+            continue
+        three = [by_split[s] for s in ("1", "2", "3")]
+        common = set.intersection(*(set(r["values"]) for r in three))
+        values = {c: float(np.mean([r["values"][c] for r in three])) for c in common}
+        sds = {c: float(np.std([r["values"][c] for r in three], ddof=1)) for c in common}
+        out.append({**three[0], "split": "1-3", "values": values, "sd": sds})
+    return sorted(out, key=lambda r: (r["dataset"], r["backbone"], r["stage"], r["protocol"],
+                                      r["method"] == "random init", r["method"], str(r["split"])))
+
+
 def published_for(row: dict[str, Any]) -> Published | None:
     if row["method"] == "random init":
         return None
@@ -102,6 +125,8 @@ def _cells(row: dict[str, Any], notes: list[str]) -> list[str]:
         ours = row["values"].get(c)
         paper = pub.values.get(c) if pub else None
         cell = "–" if ours is None else f"{ours:.1f}"
+        if ours is not None and c in row.get("sd", {}):
+            cell += f" ± {row['sd'][c]:.1f}"
         if paper is not None:
             cell += f" ({paper:.1f}{mark})"
         out.append(cell)
@@ -113,7 +138,8 @@ HEAD = ["method", "backbone", "dataset", "split", "protocol", "top-1", "top-5", 
 
 
 def table_rows(rows: list[dict[str, Any]]) -> tuple[list[list[str]], list[str]]:
-    """Cell text per row (ours, and the published number with its footnote in brackets) and the footnotes."""
+    """Cell text per row (ours, ± sd over splits on a "1-3" row, the published number with its footnote in
+    brackets) and the footnotes."""
     notes: list[str] = []
     body = [[r["method"], r["backbone"], r["dataset"], str(r["split"]), r["protocol"], *_cells(r, notes)]
             for r in rows]
@@ -151,7 +177,7 @@ def run_report(root: Path, out_md: Path, out_html: Path) -> str:
     runs = [run for stage in ("retrieve", "finetune")
             for run in client.search_runs([exp_id], filter_string=f"tags.`vidssl.stage` = '{stage}'",
                                           max_results=10000)]
-    rows = collect(runs)
+    rows = split_means(collect(runs))
     text = markdown(rows)
     write_text(out_md, text)
     write_text(out_html, html_page(rows))
