@@ -399,7 +399,8 @@ def test_environment_faults_are_not_bad_input() -> None:
     assert code == EXIT_ENVIRONMENT and "data/frames/x.zip" in line and "\n" not in line
     assert classify(PermissionError(errno.EACCES, "Permission denied", "/store"))[0] == EXIT_ENVIRONMENT
     assert classify(OSError(errno.EMFILE, "Too many open files"))[0] == EXIT_ENVIRONMENT
-    assert classify(FileNotFoundError(errno.ENOENT, "No such file", "x.csv"))[0] == EXIT_BAD_INPUT
+    code, line = classify(FileNotFoundError(errno.ENOENT, "No such file or directory", "lists/x.csv"))
+    assert code == EXIT_BAD_INPUT and line.startswith("lists/x.csv: not found; check the path, or run the stage")
     assert classify(ConfigError("params.yaml: seed: bad"))[0] == EXIT_BAD_INPUT
     assert classify(RuntimeError("boom"))[0] == EXIT_FAILURE
     assert EXIT_QUARANTINED == 3

@@ -84,6 +84,13 @@ def classify(err: BaseException) -> tuple[int, str]:
         path = f" {err.filename}" if err.filename else ""
         return EXIT_ENVIRONMENT, (f"{what}:{path} ({err.strerror or err}); free space, fix permissions or raise "
                                   "limits, then rerun: finished work is kept")
+    if isinstance(err, (FileNotFoundError, NotADirectoryError, IsADirectoryError)) and err.filename \
+            and str(err).startswith("[Errno"):
+        # the bare OS message: say what is missing and how it usually comes to exist
+        what = {FileNotFoundError: "not found", NotADirectoryError: "a path part is not a folder",
+                IsADirectoryError: "is a folder, a file was expected"}[type(err)]
+        return EXIT_BAD_INPUT, (f"{err.filename}: {what}; check the path, or run the stage that writes it first "
+                                "(`dvc repro`, or its `vidssl` command)")
     if isinstance(err, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)):
         return EXIT_BAD_INPUT, _one_line(err)
     if isinstance(err, OSError):
