@@ -66,3 +66,21 @@ def test_diagnose_over_real_packs(tiny_lists: Path, tmp_path: Path) -> None:
     table = diagnose_table(r)
     assert "| reversed |" in table and "gap (points)" in table
     assert "background.finetune.gap" in flat_metrics(r) or np.isnan(r["background"]["finetune"]["gap"])
+
+
+def test_run_diagnose_writes_table_json_and_mlflow_metrics(tiny_lists: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from vidssl.pipeline.stages import run_diagnose
+    from vidssl.pipeline.tracking import open_client
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = parse_params({"seed": 1, "model": {"backbone": "tiny", "width": 4},
+                        "clip": {"frames": 8, "stride": 2, "resize": 40, "crop": 32},
+                        "pretrain": {"method": "simclr"}, "retrieve": {"clips": 1, "workers": 0, "feature": "gap"}})
+    r = run_diagnose(cfg, tiny_lists, None, None, None, tmp_path / "d.md", tmp_path / "d.json")
+    assert "| frozen |" in (tmp_path / "d.md").read_text()
+    assert json.loads((tmp_path / "d.json").read_text())["retrieval_top1"] == r["retrieval_top1"]
+    client, _, exp = open_client(tmp_path)
+    run = client.search_runs([exp], "tags.`vidssl.stage` = 'diagnose'")[0]
+    assert run.data.metrics["retrieval_top1.reversed"] == pytest.approx(r["retrieval_top1"]["reversed"])

@@ -261,3 +261,11 @@ def test_second_view_and_clip_transform(tiny_lists: Path) -> None:
     assert not zeroed.any()
     with pytest.raises(ValueError, match="retrieve.view"):
         video_features(_Probe(), records, spec, merged=False, view="second", **kw)
+
+
+@pytest.mark.parametrize("ks", [[], [0], [-3], [1, 0]])
+def test_impossible_topk_is_refused_when_params_are_read(ks: list) -> None:
+    from vidssl.config import ConfigError, parse_params
+
+    with pytest.raises(ConfigError, match="retrieve.topk"):
+        parse_params({"retrieve": {"topk": ks}})
