@@ -235,6 +235,20 @@ def test_a_bad_value_names_its_file_and_line(tmp_path: Path) -> None:
     assert str(err.value) == f"{tmp_path / 'params.yaml'}:{line}: pretrain.lr: Input should be a finite number (got inf)"
 
 
+def test_a_bad_report_override_is_named_when_the_file_is_read(tmp_path: Path) -> None:
+    raw = _raw()
+    raw["report"]["overrides"]["moco"]["pretrain"]["milestones"] = [120, 260]  # past its 200 epochs
+    raw["report"]["variants"]["mlfo_frame_colour"]["overrides"]["pretrain"]["mlfo"]["colour"] = "video"
+    with pytest.raises(ConfigError) as err:
+        load_params(_write(tmp_path / "params.yaml", raw))
+    lines = str(err.value).splitlines()
+    assert len(lines) == 2
+    assert "report entry 'moco' (report.overrides.moco): pretrain.milestones: [120, 260]: give epochs" in lines[0]
+    assert ("report entry 'mlfo_frame_colour' (report.overrides.mlfo + report.variants.mlfo_frame_colour."
+            "overrides): pretrain.mlfo.colour") in lines[1]
+    assert lines[0].startswith(f"{tmp_path / 'params.yaml'}:")
+
+
 def test_yaml12_floats_read_as_numbers(tmp_path: Path) -> None:
     data, _ = read_params_yaml(_write_text(tmp_path / "f.yaml", "a: 1e-05\nb: -2E3\nc: x1e5\nd: 3\n"))
     assert data == {"a": 1e-05, "b": -2000.0, "c": "x1e5", "d": 3}

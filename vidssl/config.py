@@ -523,12 +523,37 @@ def resolve_params(path: str | os.PathLike[str] = "params.yaml", *, defaults: bo
         problems.append(f"{source}: missing {'key' if len(missing) == 1 else 'keys'} {shown}; write "
                         f"{'it' if len(missing) == 1 else 'them'} (the shipped params.yaml has every key) or "
                         "pass --defaults to take the built-in defaults")
+    if not problems:
+        problems += _report_entry_problems(cfg, layers, source)
     if problems:
         raise ConfigError("\n".join(problems))
     sources = {}
     for key in _leaf_keys(cfg.model_dump()):
         sources[key] = next((lay.describe(key) for lay in reversed(layers) if lay.where(key)), "default")
     return Resolved(cfg, sources)
+
+
+def _report_entry_problems(cfg: Params, layers: Sequence[Layer], source: str) -> list[str]:
+    """Each `vidssl methods-report` entry's params (``report.overrides`` and ``report.variants`` merged over the
+    rest) validated like the file itself, so a bad override is named when the file is read, not hours later."""
+    base = cfg.model_dump()
+    problems = []
+    for name in cfg.report.methods:
+        variant = cfg.report.variants.get(name)
+        method = variant.method if variant is not None else name
+        over = deep_merge({"pretrain": {"method": method}}, cfg.report.overrides.get(method, {}))
+        keys = [f"report.overrides.{method}"] if method in cfg.report.overrides else []
+        if variant is not None:
+            over = deep_merge(over, variant.overrides)
+            keys.append(f"report.variants.{name}.overrides")
+        try:
+            Params.model_validate(deep_merge(base, over))
+        except ValidationError as err:
+            where = next((w for key in reversed(keys) for lay in reversed(layers) if (w := lay.where(key))), source)
+            entry = " + ".join(keys) or "the params above"
+            for line in _format_errors(source, err):
+                problems.append(f"{where}: report entry {name!r} ({entry}): {line.split(': ', 1)[1]}")
+    return problems
 
 
 def load_params(path: str | os.PathLike[str] = "params.yaml", *, defaults: bool = False) -> Params:
