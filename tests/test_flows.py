@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -329,3 +330,44 @@ def test_pipeline_finds_the_standing_server_of_its_workspace(flows, tmp_path):
     assert flows.pipeline.standing_server(home) is None  # `vidssl serve` is gone: not reported to
     record.write_text("{not json")
     assert flows.pipeline.standing_server(home) is None
+
+
+@pytest.mark.slow
+def test_killed_flow_process_leaves_the_workspace_usable(template, tmp_path):
+    # The stage is a vidssl stage runner (it holds the workspace lock and watches its parent); it runs long
+    # while `hold` exists. The flow process is killed outright, as when a worker loses its job.
+    stage = ("import os, sys, time\nfrom pathlib import Path\nfrom vidssl.entry import run_main\n"
+             "from vidssl.pipeline.lock import locked_stage\n\n@locked_stage('work')\ndef work():\n"
+             "    Path('stage.pid').write_text(str(os.getpid()))\n"
+             "    while Path('hold').exists():\n        time.sleep(0.2)\n    Path('out.txt').write_text('done')\n\n"
+             "run_main(work)\n")
+    repo = make_project(template, tmp_path / "proj", {"work": {"cmd": "python stage.py", "deps": ["stage.py"],
+                                                               "outs": ["out.txt"]}}, {"stage.py": stage})
+    (repo / "hold").touch()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT)}
+    env.pop("PREFECT_API_URL", None)
+    cmd = [sys.executable, str(ROOT / "flows" / "pipeline.py"), "--repo", str(repo)]
+    flow = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (repo / "stage.pid").exists():
+            assert flow.poll() is None and time.monotonic() < deadline, "the stage never started"
+            time.sleep(0.2)
+        stage_pid = int((repo / "stage.pid").read_text())
+        flow.kill()  # SIGKILL: no cleanup of any kind in the flow process
+        flow.wait()
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{stage_pid}").exists() and \
+                Path(f"/proc/{stage_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the stage outlived its flow"
+            time.sleep(0.2)
+    finally:
+        try:
+            os.killpg(flow.pid, signal.SIGKILL)  # what Prefect's temporary server left behind
+        except ProcessLookupError:
+            pass
+    (repo / "hold").unlink()
+    rerun = subprocess.run([*cmd, "--wait", "120"], env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert (repo / "out.txt").read_text() == "done"
