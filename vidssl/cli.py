@@ -6,6 +6,7 @@ Heavy libraries (torch, mlflow, prefect, great_expectations) are imported inside
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -272,7 +273,8 @@ def pipeline(force: bool = typer.Option(False, help="rerun every stage"),
         raise typer.Exit(2)
     cmd = [sys.executable, str(flow), "--repo", ".", "--wait", str(wait)] + (["--force"] if force else []) + \
         (["--stages", stages] if stages else [])
-    raise typer.Exit(subprocess.call(cmd))
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)  # the flow is this process: a signal to `vidssl pipeline` reaches it
 
 
 @app.command()
@@ -295,7 +297,9 @@ def serve(host: str = typer.Option("127.0.0.1", help="address the Prefect server
         typer.echo(f"error: {flow} not found; run `vidssl serve` from the repository root", err=True)
         raise typer.Exit(2)
     cmd = [sys.executable, str(flow), "--host", host, "--port", str(port), "--cron", cron, "--timezone", timezone]
-    raise typer.Exit(subprocess.call(cmd + (["--dry-run"] if dry_run else [])))
+    sys.stdout.flush()
+    # exec, not a child: Ctrl-C and SIGTERM reach the server's owner, which stops the whole tree
+    os.execv(sys.executable, cmd + (["--dry-run"] if dry_run else []))
 
 
 @app.command()
