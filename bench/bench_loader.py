@@ -6,6 +6,13 @@ clips), which starts its worker processes again each time. This measures what th
 the whole saving an epoch could get. Needs the pipeline's lists (``dvc repro`` first).
 
     python bench/bench_loader.py [--methods iic,mlfo] [--epochs 6] [--workers 2]
+
+``--vs-decode PACKS`` measures instead the training loader's clips/s (ClipDataset: 16 frames, 112x112 crop from
+128 px frames, uint8, through a DataLoader) against decoding the very same JPEG frames alone (same packs, same
+frame indices, same number of workers, same DataLoader), and clips/s per worker core, to size a GPU box's CPU.
+PACKS is a frame store extracted at 128 px short side (e.g. `vidssl extract CLIPS PACKS --short-side 128`).
+
+    python bench/bench_loader.py --vs-decode PACKS [--workers 2] [--clips 400]
 """
 
 from __future__ import annotations
@@ -34,6 +41,54 @@ def epoch_times(batches_of_epoch, epochs: int) -> list[float]:
     return times
 
 
+class _DecodeOnly:
+    """The baseline: the same packs and frame indices as ClipDataset draws, JPEG decode only (no resize/crop)."""
+
+    def __init__(self, ds) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int):
+        import numpy as np
+        import torch
+
+        from vidssl.data.clips import _sample_rng, looped, random_clip
+
+        rec, s = self.ds.records[index], self.ds.spec
+        idx = random_clip(rec.n_frames, s.frames, s.stride, _sample_rng())
+        frames = self.ds.packs[index].read([looped(i, self.ds.frames[index]) for i in idx])
+        return torch.from_numpy(np.ascontiguousarray(frames[:, :1, :1]))  # decoded; a token goes back
+
+
+def vs_decode(packs: Path, workers: int, n_clips: int, repeats: int = 3) -> None:
+    import os
+
+    from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord
+    from vidssl.data.store import count_frames
+
+    paths = sorted(packs.rglob("*.zip"))
+    base = [VideoRecord(p.stem, str(p), count_frames(p), 0) for p in paths]
+    records = (base * (n_clips // len(base) + 1))[:n_clips]
+    spec = ClipSpec(frames=16, stride=1, resize=128, crop=112)
+    ds = ClipDataset(records, spec)
+    best = {"loader": 0.0, "decode": 0.0}
+    for _ in range(repeats):  # interleaved, fastest counts
+        for name, dataset in (("decode", _DecodeOnly(ds)), ("loader", ds)):
+            loader = DataLoader(dataset, batch_size=8, num_workers=workers, shuffle=True)
+            start = time.perf_counter()
+            n = sum(len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch) for batch in loader)
+            best[name] = max(best[name], n / (time.perf_counter() - start))
+    cores = max(1, min(workers, os.cpu_count() or 1))
+    print(f"{len(paths)} packs, {n_clips} clips of 16x112x112 a pass, {workers} workers, best of {repeats} "
+          f"(worker start-up included)")
+    print("| decode only clips/s | training loader clips/s | ratio | loader clips/s per core |")
+    print("|---|---|---|---|")
+    print(f"| {best['decode']:.1f} | {best['loader']:.1f} | {best['loader'] / best['decode']:.2f} | "
+          f"{best['loader'] / cores:.1f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default="iic,mlfo")
@@ -41,7 +96,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--lists", default="data/lists")
+    ap.add_argument("--vs-decode", type=Path, help="frame store at 128 px: loader vs JPEG decode alone")
+    ap.add_argument("--clips", type=int, default=400, help="clips a pass (--vs-decode)")
     args = ap.parse_args()
+    if args.vs_decode:
+        return vs_decode(args.vs_decode, args.workers, args.clips)
     base = load_params(args.params)
     records = read_list(Path(args.lists) / "pretrain.csv")
     print(f"{len(records)} videos, {args.workers} workers, "
