@@ -96,7 +96,7 @@ def _short(rows: Rows, packs: dict) -> None:
 
 
 def _label_range(rows: Rows, packs: dict) -> None:
-    rows["train"][2]["label"] = "2"
+    rows["train"][1]["label"] = "2"  # v_walk_01 still gives train a walk video
 
 
 def _duplicate(rows: Rows, packs: dict) -> None:
@@ -135,8 +135,8 @@ def _not_int(rows: Rows, packs: dict) -> None:
     (_missing_pack, "train.csv", "pack_exists", "v_walk_02", "gone.zip; missing"),
     (_short, "test.csv", "n_frames_min", "v_short",
      "test.csv: 1 row with n_frames < 16 (min clip span): v_short (n_frames=9)"),
-    (_label_range, "train.csv", "label_range", "v_run_01",
-     "with label outside [0, 2) (2 classes): v_run_01 (label=2)"),
+    (_label_range, "train.csv", "label_range", "v_walk_02",
+     "with label outside [0, 2) (2 classes): v_walk_02 (label=2)"),
     (_duplicate, "test.csv", "video_id_unique", "v_run_03",
      "2 rows with a duplicate video_id: v_run_03 (line 3), v_run_03 (line 5)"),
     (_leak, "test.csv", "no_leak", "v_walk_01", "v_walk_01 (line 5; also in pretrain.csv, train.csv)"),
@@ -277,3 +277,14 @@ def test_every_preset_passes_validate_when_the_shortest_video_has_29_frames(tmp_
         assert report["success"], name
         assert report["short_videos"]["lists"]["train.csv"]["count"] == (2 if cfg.clip.span > 29 else 0), name
     assert max(span for span, _ in seen) == 61
+
+
+def test_a_class_without_train_videos_fails_and_counts_are_reported(tmp_path: Path, packs: dict) -> None:
+    rows = base_rows(packs)
+    rows["train"] = [r for r in rows["train"] if r["label"] == "0"]  # no "run" video left to fine-tune on
+    report = validate_lists(write_lists(tmp_path, rows), min_frames=MIN_FRAMES, report_dir=tmp_path)
+    [entry] = [e for e in report["lists"]["train.csv"]["expectations"] if e["check"] == "every_class_present"]
+    assert entry["success"] is False and entry["description"] == "has no video of label(s) 1"
+    assert report["class_counts"]["train.csv"] == {"walk": 2}
+    assert report["class_counts"]["test.csv"] == {"run": 1, "walk": 2}
+    assert "train.csv: has no video of label(s) 1" in (tmp_path / "validation.md").read_text()

@@ -37,6 +37,8 @@ FIX_SHORT = (
 FIX_ROOT = ("every frames_path must lie inside the frame store; re-run `vidssl lists` over the store instead of "
             "editing paths by hand")
 FIX_DROP = "set clip.short_videos: loop, lower the clip span (clip.frames x clip.stride), or add longer videos"
+FIX_CLASSES = ("extract videos of the absent classes (lists.json names the missing ones), or remove those classes "
+               "from the split files")
 FIX_LEAK = "fix the split files (a test video must not be in pretrain/train/val), then re-run `vidssl lists`"
 
 
@@ -207,6 +209,12 @@ def _list_checks(gxe: Any, df: pd.DataFrame, name: str, min_frames: int,
         _Check("no_leak", "video_id", leak, FIX_LEAK, gxe.ExpectColumnValuesToBeNull(column="also_in"),
                "leak_note"),
     ]
+    if n_classes is not None and name == "train" and "label" in df:  # fine-tuning must see every class
+        absent = sorted(set(range(n_classes)) - {int(x) for x in df["label_num"].dropna() if float(x).is_integer()})
+        shown = ", ".join(map(str, absent[:20])) + (f", ... ({len(absent)} in all)" if len(absent) > 20 else "")
+        checks.append(_Check("every_class_present", "label", f"has no video of label(s) {shown}", FIX_CLASSES,
+                             gxe.ExpectColumnDistinctValuesToContainSet(
+                                 column="label_num", value_set=[float(i) for i in range(n_classes)])))
     if n_classes is not None:  # unknown without a readable classes.csv, which then fails on its own
         text = f"with label outside [0, {n_classes}) ({n_classes} classes)"
         checks.append(_Check("label_range", "label", text, FIX_LISTS, gxe.ExpectColumnValuesToBeBetween(
@@ -340,12 +348,14 @@ def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path, short_
     classes = _classes(classes_df)
     n_classes = None if classes is None else len(classes_df)
     frames = {name: _read_csv(lists_dir / f"{name}.csv") for name in LISTS}
-    others, cache, short = _others(frames), {}, {}
+    others, cache, short, per_class = _others(frames), {}, {}, {}
     for name, df in frames.items():
         df = None if df is None else _derive(df, classes, others.get(name, []), cache, root)
         section = _section(ctx, gx, lists_dir / f"{name}.csv", df,
                            lambda d, n=name: _list_checks(gxe, d, n, min_frames, n_classes, short_videos))
         short[f"{name}.csv"] = counts = _short_counts(df, min_frames)
+        if df is not None and "class_name" in df:
+            per_class[f"{name}.csv"] = {str(k): int(v) for k, v in df["class_name"].value_counts().sort_index().items()}
         if short_videos == "drop" and name != "val" and counts["rows"] and counts["count"] == counts["rows"]:
             section["expectations"].append(_drop_entry(name, counts))
             section["success"] = False
@@ -353,7 +363,7 @@ def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path, short_
     report = {"success": all(s["success"] for s in sections.values()), "lists_dir": str(lists_dir),
               "min_frames": min_frames, "n_classes": n_classes, "great_expectations": gx.__version__,
               "short_videos": {"policy": short_videos or "fail", "span": min_frames, "lists": short},
-              "data_root": None if root is None else str(root), "lists": sections}
+              "data_root": None if root is None else str(root), "class_counts": per_class, "lists": sections}
     write_json(report_dir / "validation.json", report)
     write_text(report_dir / "validation.md", render_markdown(report))
     return report
