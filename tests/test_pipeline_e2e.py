@@ -77,7 +77,7 @@ def test_repro_runs_every_stage_then_nothing(repo: Path) -> None:
     report = (repo / "reports" / "results.md").read_text()
     assert "| random init |" in report and "| pretrained |" in report
     assert (repo / "features" / "pretrained" / "test.npz").is_file()
-    assert (repo / "models" / "pretrain_state" / "last.pt").is_file()
+    assert list((repo / "models" / "pretrain_state").glob("*/e*-s*-*.pt"))  # per run key, checksummed
     extract = json.loads((repo / "reports" / "extract.json").read_text())
     assert extract["counts"]["extracted"] == 32 and extract["counts"].get("quarantined", 0) == 0
     assert "metrics/summary.json" in _dvc(repo, "metrics", "show")

@@ -110,7 +110,7 @@ def test_iic_protocol_tests_the_best_validation_epoch(tiny_lists: Path, tmp_path
     r = finetune(_cfg("iic", lr=0.05), lists, None, tmp_path / "s", tmp_path / "o")
     losses = [h["val_loss"] for h in r["history"]]
     assert r["selected_epoch"] == int(np.argmin(losses)) + 1 and r["protocol"] == "iic"
-    best = torch.load(tmp_path / "s" / "best.pt", weights_only=True)
+    best = torch.load(next((tmp_path / "s").glob("*/best.pt")), weights_only=True)  # in its run key's folder
     saved = torch.load(tmp_path / "o" / "classifier.pt", weights_only=True)["model"]
     assert all(torch.equal(best["model"][k], saved[k]) for k in saved)  # the tested weights are the best epoch's
     # Resumed after the run: the same selection, not a new one.

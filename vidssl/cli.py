@@ -425,6 +425,35 @@ def _with_seeds(cfg: Any, text: str) -> Any:
     return with_overrides(cfg, {"report": {"seeds": values}}, "--seeds")
 
 
+@app.command()
+def plan(gpu_mem: float = typer.Option(80.0, "--gpu-mem", help="GiB of memory per GPU"),
+         gpus: int = typer.Option(1, "--gpus", help="GPUs the global batch is spread over (torchrun)"),
+         preset: Optional[str] = typer.Option(None, help="plan this presets/NAME.yaml over the params instead"),
+         lists_dir: Path = typer.Option(Path("data/lists"), help="lists whose pretrain.csv counts the videos"),
+         device: Optional[str] = typer.Option(None, help="measure on this device (default: cuda if present)"),
+         params: Path = PARAMS) -> None:
+    """Dry run: parameters, activation memory per sample (one measured forward/backward), the per-GPU batch and
+    accumulation that fit --gpu-mem, and the optimiser steps of pretraining."""
+
+    def go() -> None:
+        import torch
+        import yaml
+
+        from vidssl.config import apply_preset, parse_params
+        from vidssl.engine.plan import plan as make_plan
+
+        raw = yaml.safe_load(params.read_text(encoding="utf-8")) if params.is_file() else {}
+        if preset:
+            raw = {**(raw or {}), "preset": preset}
+        cfg = parse_params(apply_preset(raw or {}, params.parent / "presets"), str(params))
+        pre = lists_dir / "pretrain.csv"
+        n = sum(1 for _ in pre.open(encoding="utf-8")) - 1 if pre.is_file() else None
+        dev = torch.device(device) if device else None
+        for line in make_plan(cfg, gpu_mem_gib=gpu_mem, world=gpus, dev=dev, n_videos=n).lines():
+            typer.echo(line)
+    run_main(go)
+
+
 @app.command(name="check-params")
 def check_params(params: Path = PARAMS) -> None:
     """Validate a params file and print it resolved."""

@@ -170,6 +170,16 @@ class FinetuneParams(_Section):
     baseline: bool = True
 
 
+class TrainParams(_Section):
+    """How the training loops run, not what they learn (pretrain and finetune read it)."""
+
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the backbone stages
+    checkpoint_minutes: float = Field(10.0, ge=0)  # mid-epoch checkpoint interval; 0: only at epoch ends
+    threads: int = Field(0, ge=0)  # trainer threads; 0: the CPUs this process may use, minus loader workers
+    accumulate: int = Field(1, ge=1)  # micro-batches per optimiser step (pretraining; bank/queue methods)
+
+
 class RetrieveParams(_Section):
     clips: int = Field(10, ge=1)
     topk: list[int] = [1, 5, 10, 20, 50]
@@ -260,6 +270,7 @@ class Params(_Section):
     clip: ClipParams = ClipParams()
     pretrain: PretrainParams = PretrainParams()
     finetune: FinetuneParams = FinetuneParams()
+    train: TrainParams = TrainParams()
     retrieve: RetrieveParams = RetrieveParams()
     report: ReportParams = ReportParams()
     registry: RegistryParams = RegistryParams()

@@ -125,36 +125,110 @@ class ShardedBatches(Sampler[list[int]]):
     """Rank ``rank``'s share of each global batch of one seeded permutation (incomplete last batch dropped).
 
     Together the ranks' step-s shares are exactly the s-th global batch of the permutation, in rank order.
+    ``drop_last=False`` (one process only) keeps the incomplete last batch.
     """
 
-    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int) -> None:
-        if global_batch % world or not 0 <= rank < world:
+    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, *,
+                 drop_last: bool = True) -> None:
+        if global_batch % world or not 0 <= rank < world or (not drop_last and world > 1):
             raise ValueError(f"ShardedBatches: global batch {global_batch} over {world} ranks (rank {rank})")
         self.n, self.global_batch, self.rank, self.world, self.seed = n, global_batch, rank, world, seed
+        self.drop_last = drop_last
 
     def __len__(self) -> int:
-        return self.n // self.global_batch
+        return self.n // self.global_batch if self.drop_last else -(-self.n // self.global_batch)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def positions(self) -> Iterator[list[tuple[int, int]]]:
+        """Each step's share as (video index, position in the epoch's permutation) pairs."""
         perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed)).tolist()
         share = self.global_batch // self.world
         for step in range(len(self)):
             start = step * self.global_batch + self.rank * share
-            yield perm[start : start + share]
+            yield [(perm[i], i) for i in range(start, min(start + share, self.n))]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.positions():
+            yield [i for i, _ in batch]
+
+
+def sample_seed(epoch_seed: int, position: int) -> int:
+    """The seed of the random draws (clip start, crop) of the sample at ``position`` of an epoch."""
+    return (epoch_seed * 6364136223846793005 + position * 1442695040888963407 + 1) % 2**63
+
+
+class MicroBatches(Sampler[list[tuple[int, int]]]):
+    """A resumable batch sampler: ``ShardedBatches`` split into ``accumulate`` micro-batches per step, each
+    sample paired with its own seed, starting at micro-batch ``start``.
+
+    Every sample's random draws depend on the epoch seed and its position in the epoch only (see
+    :class:`PositionSeeded`), not on the loader worker that reads it or on what that worker read before: an
+    epoch resumed at any micro-batch, with any number of workers, reads exactly what it would have.
+    """
+
+    def __init__(self, batches: ShardedBatches, *, accumulate: int = 1, start: int = 0) -> None:
+        self.batches, self.accumulate, self.start = batches, accumulate, start
+
+    def __len__(self) -> int:
+        return len(self.batches) * self.accumulate - self.start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        seed, k = self.batches.seed, self.accumulate
+        i = 0
+        for batch in self.batches.positions():
+            size = -(-len(batch) // k)
+            for j in range(k):
+                if i >= self.start:
+                    yield [(idx, sample_seed(seed, pos)) for idx, pos in batch[j * size : (j + 1) * size]]
+                i += 1
+
+
+class PositionSeeded(Dataset):
+    """``ds`` indexed by (index, seed): torch's RNG is seeded with ``seed`` for that one item.
+
+    In the training process itself (no loader workers) the global RNG is forked around the read, so the
+    training step's own draws are untouched.
+    """
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int]) -> object:
+        index, seed = item
+        if torch.utils.data.get_worker_info() is not None:
+            torch.manual_seed(seed)
+            return self.ds[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.ds[index]
+
+
+def epoch_loader(ds: Dataset, *, batch_size: int, workers: int, seed: int, par: Parallel, accumulate: int = 1,
+                 start: int = 0, drop_last: bool = True,
+                 worker_init_fn: Callable[[int], None] | None = None) -> DataLoader:
+    """This rank's loader for one epoch, from micro-batch ``start`` on: its share of every global batch of
+    ``batch_size``, split into ``accumulate`` micro-batches.
+
+    The batch order depends on ``seed`` only (the same on every rank); each sample's draws depend on ``seed``
+    and its position in the epoch, so the ranks (which read other positions) do not crop their clips alike.
+    """
+    batches = ShardedBatches(len(ds), batch_size, par.rank, par.world, seed,  # type: ignore[arg-type]
+                             drop_last=drop_last)
+    return DataLoader(
+        PositionSeeded(ds), batch_sampler=MicroBatches(batches, accumulate=accumulate, start=start),
+        num_workers=workers, pin_memory=par.device.type == "cuda", worker_init_fn=worker_init_fn,
+        # Its own generator: the loader's base seed is then not drawn from the training process's global RNG.
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def sharded_loader(ds: Dataset, *, batch_size: int, workers: int, seed: int, par: Parallel,
                    worker_init_fn: Callable[[int], None] | None = None) -> DataLoader:
-    """This rank's loader for one epoch: its share of every global batch of ``batch_size``.
-
-    The batch order depends on ``seed`` only (the same on every rank); the workers' augmentation draws depend
-    on the rank too, so the ranks do not crop and jitter their clips alike.
-    """
-    sampler = ShardedBatches(len(ds), batch_size, par.rank, par.world, seed)  # type: ignore[arg-type]
-    return DataLoader(
-        ds, batch_sampler=sampler, num_workers=workers, pin_memory=par.device.type == "cuda",
-        generator=torch.Generator().manual_seed(seed * 1009 + par.rank), worker_init_fn=worker_init_fn,
-    )
+    """This rank's loader for one whole epoch (:func:`epoch_loader` from its start, no accumulation)."""
+    return epoch_loader(ds, batch_size=batch_size, workers=workers, seed=seed, par=par,
+                        worker_init_fn=worker_init_fn)
 
 
 def prepare(method: nn.Module, par: Parallel) -> nn.Module:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -16,7 +17,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from vidssl.engine import ddp
-from vidssl.engine.checkpoint import Checkpointer, config_key, load_state_dict, save_state_dict
+from vidssl.engine.checkpoint import Checkpointer, load_state_dict, run_key, save_state_dict
+from vidssl.engine.precision import Precision, check_finite, check_finite_weights
+from vidssl.engine.progress import Progress
+from vidssl.engine.resources import configure_threads
 from vidssl.config import Params
 from vidssl.data.clips import ClipDataset, ClipSpec, MultiClipDataset, read_list, to_float, usable_records
 from vidssl.data.store import packs_fingerprint
@@ -90,13 +94,186 @@ def epoch_seconds(history: list[dict[str, float]]) -> float:
     return float(sum(h["epoch_seconds"] for h in history))
 
 
+def _rng_state() -> dict[str, Any]:
+    """Every RNG a training step may draw from: torch (CPU and CUDA), numpy's global and Python's."""
+    import random
+
+    out: dict[str, Any] = {"rng": torch.get_rng_state(), "rng_numpy": _numpy_state(),
+                           "rng_python": repr(random.getstate())}
+    if torch.cuda.is_available():
+        out["rng_cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def _numpy_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import ast
+    import random
+
+    if "rng" in state:
+        torch.set_rng_state(state["rng"])
+    if "rng_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["rng_cuda"])
+    if "rng_numpy" in state:
+        n = state["rng_numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "rng_python" in state:
+        random.setstate(ast.literal_eval(state["rng_python"]))
+
+
+@dataclasses.dataclass
+class EpochTally:
+    """Running sums of one epoch, kept in mid-epoch checkpoints so a resumed epoch reports all of it."""
+
+    sums: dict[str, float] = dataclasses.field(default_factory=dict)
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)  # some terms are logged only sometimes
+    clips: int = 0
+    wait: float = 0.0  # seconds blocked on the loader
+    busy: float = 0.0  # seconds in forward, backward and the optimiser
+    seconds: float = 0.0  # wall time of earlier (interrupted) parts of this epoch
+
+    def add(self, terms: dict[str, float], clips: int) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+        self.clips += clips
+
+    def telemetry(self, seconds: float, world: int) -> dict[str, float]:
+        """Per-epoch throughput: clips/s (all ranks), the fraction of step time spent waiting for data, and
+        the peak GPU memory (CUDA only)."""
+        out = {"clips_per_s": self.clips * world / max(seconds, 1e-9),
+               "data_wait": self.wait / max(self.wait + self.busy, 1e-9)}
+        if torch.cuda.is_available():
+            out["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        return out
+
+
+@dataclasses.dataclass
+class Loop:
+    """One resumable training run: epochs of micro-batches, optimiser steps every ``accumulate`` of them,
+    checkpoints at every epoch end and every ``checkpoint_minutes`` within an epoch.
+
+    The caller supplies what differs between pretraining and fine-tuning: ``loader(epoch, start)`` yields the
+    epoch's micro-batches from micro-batch ``start`` on, ``steps(epoch)`` counts them, ``step(batch, epoch)``
+    returns (loss, logged terms, clips), ``begin_epoch``/``end_epoch`` frame the epoch (``end_epoch`` turns the
+    tally into the epoch's metrics), ``after_step`` runs after every optimiser step.
+    """
+
+    where: str
+    epochs: int
+    ckpt: Checkpointer
+    modules: dict[str, Any]
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    precision: Precision
+    loader: Callable[[int, int], Any]
+    steps: Callable[[int], int]
+    step: Callable[[Any, int], tuple[torch.Tensor, dict[str, float], int]]
+    end_epoch: Callable[[int, EpochTally], dict[str, float]]
+    begin_epoch: Callable[[int], None] = lambda epoch: None
+    after_step: Callable[[], None] = lambda: None
+    tracker: Tracker = dataclasses.field(default_factory=lambda: NullTracker())
+    main: bool = True
+    world: int = 1
+    accumulate: int = 1
+    checkpoint_minutes: float = 0.0
+    hint: str = ""
+
+    def _state(self, history: list[dict[str, float]], tally: EpochTally | None) -> dict[str, Any]:
+        return {"history": history, "precision": self.precision.state_dict(), **_rng_state(),
+                "tally": dataclasses.asdict(tally) if tally is not None else None,
+                **{n: m.state_dict() for n, m in self.modules.items()}}
+
+    def _save(self, epoch: int, step: int, history: list[dict[str, float]], tally: EpochTally | None) -> None:
+        check_finite_weights(self.net, where=self.where, epoch=epoch if step else epoch - 1, step=step,
+                             hint=self.hint)
+        if self.main:
+            self.ckpt.save(epoch, step, **self._state(history, tally))
+
+    def run(self) -> list[dict[str, float]]:
+        """Train from the last good checkpoint on; return every epoch's metrics."""
+        history: list[dict[str, float]] = []
+        start_epoch, start_step, tally = 0, 0, EpochTally()
+        state = self.ckpt.load()
+        if state is not None:
+            for name, module in self.modules.items():
+                module.load_state_dict(state[name])
+            self.precision.load_state_dict(state.get("precision") or {})
+            history, start_epoch, start_step = list(state["history"]), int(state["epoch"]), int(state.get("step", 0))
+            if state.get("tally"):
+                tally = EpochTally(**state["tally"])
+            if not start_step:
+                _set_rng_state(state)
+            log.info("resuming from %s at epoch %d%s", self.ckpt.path, start_epoch + 1,
+                     f", step {start_step}" if start_step else "")
+        every = self.checkpoint_minutes * 60
+        for epoch in range(start_epoch, self.epochs):
+            self.begin_epoch(epoch)
+            first = start_step if epoch == start_epoch else 0
+            if first:  # resumed mid-epoch: the draws continue where the checkpoint left them
+                _set_rng_state(state or {})
+            else:
+                tally = EpochTally()
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            n = self.steps(epoch)
+            bar = Progress(n, f"{self.where} epoch {epoch + 1}/{self.epochs}", initial=first, enabled=self.main)
+            t0 = last_save = time.monotonic()
+            self.opt.zero_grad(set_to_none=True)
+            tick = time.perf_counter()
+            i, done = first, 0
+            for i, batch in enumerate(self.loader(epoch, first), start=first):
+                done += 1
+                got = time.perf_counter()
+                tally.wait += got - tick
+                loss, terms, clips = self.step(batch, epoch)
+                check_finite(loss, terms, where=self.where, epoch=epoch, step=i, hint=self.hint)
+                self.precision.backward(loss / self.accumulate if self.accumulate > 1 else loss)
+                tally.add(terms, clips)
+                boundary = (i + 1) % self.accumulate == 0
+                if boundary:
+                    self.precision.step(self.opt)
+                    self.opt.zero_grad(set_to_none=True)
+                    self.after_step()
+                tick = time.perf_counter()
+                tally.busy += tick - got
+                bar.update(1, loss=terms.get("loss", float("nan")))
+                if boundary and every and i + 1 < n and time.monotonic() - last_save >= every:
+                    tally.seconds += time.monotonic() - t0
+                    t0 = last_save = time.monotonic()
+                    self._save(epoch, i + 1, history, tally)
+            bar.close()
+            if first + done != n:
+                raise RuntimeError(f"{self.where}: the loader of epoch {epoch + 1} gave {first + done} "
+                                   f"micro-batches, expected {n}")
+            seconds = tally.seconds + time.monotonic() - t0
+            metrics = self.end_epoch(epoch, tally)
+            metrics.update(self.tally_telemetry(tally, seconds))
+            metrics["epoch_seconds"] = seconds
+            history.append(metrics)
+            check_finite_weights(self.net, where=self.where, epoch=epoch, step=done + first, hint=self.hint)
+            if self.main:
+                self.tracker.log_metrics(metrics, step=epoch)
+                log.info("epoch %d/%d %s", epoch + 1, self.epochs,
+                         " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            self._save(epoch + 1, 0, history, None)
+        return history
+
+    def tally_telemetry(self, tally: EpochTally, seconds: float) -> dict[str, float]:
+        return tally.telemetry(seconds, self.world)
+
+
 def run_epochs(
     *, epochs: int, ckpt: Checkpointer, modules: dict[str, Any], step_epoch: Callable[[int], dict[str, float]],
     tracker: Tracker, main: bool = True,
 ) -> list[dict[str, float]]:
-    """Run epochs from the last checkpoint on; save all ``modules`` state after every epoch.
-
-    ``main=False`` (data-parallel ranks other than 0) resumes and trains alike but neither logs nor saves."""
+    """Whole-epoch loop (no mid-epoch state): run ``step_epoch`` from the last checkpoint on, saving all
+    ``modules`` after every epoch. Used by callers that bring their own epoch body."""
     history: list[dict[str, float]] = []
     start = 0
     state = ckpt.load()
@@ -104,10 +281,7 @@ def run_epochs(
         for name, module in modules.items():
             module.load_state_dict(state[name])
         history, start = list(state["history"]), int(state["epoch"])
-        if "rng" in state:  # in-process draws (augmentation with no loader workers) continue where they were
-            torch.set_rng_state(state["rng"])
-        if "rng_cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["rng_cuda"])
+        _set_rng_state(state)
         log.info("resuming from %s at epoch %d", ckpt.path, start)
     for epoch in range(start, epochs):
         t0 = time.time()
@@ -118,10 +292,50 @@ def run_epochs(
             continue
         tracker.log_metrics(metrics, step=epoch)
         log.info("epoch %d/%d %s", epoch + 1, epochs, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        rng = {"rng": torch.get_rng_state()} | ({"rng_cuda": torch.cuda.get_rng_state()}
-                                                 if torch.cuda.is_available() else {})
-        ckpt.save(epoch + 1, history=history, **rng, **{n: m.state_dict() for n, m in modules.items()})
+        ckpt.save(epoch + 1, history=history, **_rng_state(), **{n: m.state_dict() for n, m in modules.items()})
     return history
+
+
+def make_optimizer(params: list[nn.Parameter], p: Any) -> torch.optim.Optimizer:
+    if p.optimizer == "adam":
+        return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
+    return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+
+
+def compile_backbone(module: nn.Module, enabled: bool) -> None:
+    """``train.compile``: compile every backbone stage inside ``module`` in place (state-dict keys unchanged)."""
+    if not enabled:
+        return
+    from vidssl.models.base import Backbone
+
+    for m in module.modules():
+        if isinstance(m, Backbone):
+            for stage in m.stages.values():
+                stage.compile()
+
+
+def _first_step_compiled(step: Callable[..., Any], enabled: bool) -> Callable[..., Any]:
+    """Name a torch.compile failure in one line (it surfaces at the first call, deep in a traceback)."""
+    if not enabled:
+        return step
+    done = False
+
+    def wrapped(*args: Any) -> Any:
+        nonlocal done
+        if done:
+            return step(*args)
+        try:
+            out = step(*args)
+        except Exception as err:
+            if type(err).__module__.startswith("torch._dynamo") or type(err).__module__.startswith("torch._inductor"):
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise RuntimeError(f"train.compile: torch.compile failed ({type(err).__name__}: {first}); "
+                                   "set train.compile: false") from None
+            raise
+        done = True
+        return out
+
+    return wrapped
 
 
 # ---------------------------------------------------------------- pretraining
@@ -131,72 +345,101 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
              tracker: Tracker | None = None) -> dict[str, Any]:
     """Self-supervised pretraining of ``cfg.model.backbone`` with ``cfg.pretrain.method``.
 
-    Writes ``out_dir/backbone.pt`` and returns summary metrics; resumes from ``persist_dir/last.pt``. Under
-    torchrun it trains data-parallel (``vidssl.engine.ddp``): ``pretrain.batch_size`` is the global batch, and only
-    rank 0 writes.
+    Writes ``out_dir/backbone.pt`` and returns summary metrics; resumes from the newest good checkpoint of this
+    run key under ``persist_dir``. Under torchrun it trains data-parallel (``vidssl.engine.ddp``):
+    ``pretrain.batch_size`` is the global batch, and only rank 0 writes.
     """
+    from vidssl.engine.plan import check_accumulation, check_fits
     from vidssl.methods.registry import build_method
 
     tracker = tracker or NullTracker()
     par = ddp.setup()
+    p, t = cfg.pretrain, cfg.train
+    workers = configure_threads(p.workers, t.threads, "pretrain")
     seed_all(cfg.seed)  # the same seed on every rank: the same initial weights
     list_path = Path(lists_dir) / "pretrain.csv"
     records = usable_records(read_list(list_path), clip_spec(cfg))  # clip.short_videos: drop leaves some out
-    if len(records) < cfg.pretrain.batch_size:
+    if len(records) < p.batch_size:
         raise ValueError(f"{list_path}: {len(records)} videos, fewer than pretrain.batch_size="
-                         f"{cfg.pretrain.batch_size}; lower pretrain.batch_size or add videos")
-    ddp.per_rank_batch(cfg.pretrain.batch_size, par)
+                         f"{p.batch_size}; lower pretrain.batch_size or add videos")
+    ddp.per_rank_batch(p.batch_size, par)
+    check_accumulation(cfg, par.world)
     dev = par.device
-    method = build_method(cfg.pretrain.method, build_model_backbone(cfg), cfg, n_samples=len(records))
+    check_fits(cfg, par.world, dev)  # on a GPU: stop now, with the numbers, rather than out of memory hours in
+    precision = Precision(t.precision, dev)
+    method = build_method(p.method, build_model_backbone(cfg), cfg, n_samples=len(records))
     method = ddp.prepare(method, par).to(dev)
+    precision.apply(method)
+    compile_backbone(method, t.compile)
     model = ddp.wrap(method, par)  # what a training step calls: the method, or DDP around it
     ds = method.make_dataset(records, clip_spec(cfg), cfg)
-    p = cfg.pretrain
     params = [q for q in method.parameters() if q.requires_grad]  # EMA key encoders are not optimised
-    if p.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    opt = make_optimizer(params, p)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=p.milestones, gamma=p.gamma)
     # The frames too: re-extracted packs behind an unchanged list must not resume (or reuse) a finished run.
-    # "state": 2 since checkpoints carry the methods' generator states; older ones cannot resume a method.
-    key = config_key({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
-                      "pretrain": p.used(), "list": file_digest(list_path),
-                      "frames": packs_fingerprint(r.frames_path for r in records), "state": 2})
+    # "state": 3 since checkpoints are kept per run key with mid-epoch state.
+    key = run_key(p.method,
+                  {"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
+                   "pretrain": p.used(), "precision": precision.name, "accumulate": t.accumulate, "state": 3},
+                  {"list": file_digest(list_path), "frames": packs_fingerprint(r.frames_path for r in records)})
+    steps_per_epoch = len(records) // p.batch_size * t.accumulate
 
-    def step_epoch(epoch: int) -> dict[str, float]:
+    def begin_epoch(epoch: int) -> None:
         model.train()
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}  # per term: some are logged only when a batch measures them (acc_rank)
-        seed = cfg.seed * 1000 + epoch
-        ddp.seed_epoch(seed, par)
-        loader = (make_loader(ds, batch_size=p.batch_size, workers=p.workers, shuffle=True, seed=seed,
-                              drop_last=True) if par.world == 1 else
-                  ddp.sharded_loader(ds, batch_size=p.batch_size, workers=p.workers, seed=seed, par=par,
-                                     worker_init_fn=_worker_init if p.workers else None))
-        for batch in loader:
-            batch = move_batch(batch, dev)
-            loss, terms = model(batch, epoch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            method.on_step_end()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
+        ddp.seed_epoch(cfg.seed * 1000 + epoch, par)
+
+    def loader(epoch: int, start: int) -> DataLoader:
+        return ddp.epoch_loader(ds, batch_size=p.batch_size, workers=workers, seed=cfg.seed * 1000 + epoch,
+                                par=par, accumulate=t.accumulate, start=start,
+                                worker_init_fn=_worker_init if workers else None)
+
+    def step(batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float], int]:
+        batch = move_batch(batch, dev)
+        loss, terms = model(batch, epoch)
+        return loss, terms, _batch_len(batch)
+
+    def end_epoch(epoch: int, tally: EpochTally) -> dict[str, float]:
         sched.step()
-        sums, counts = ddp.merge_epoch_sums(sums, counts, par)
+        sums, counts = ddp.merge_epoch_sums(tally.sums, tally.counts, par)
         ddp.sync_state(method, par, epoch)
         return {**{k: v / counts[k] for k, v in sums.items()}, "lr": opt.param_groups[0]["lr"]}
 
-    history = run_epochs(epochs=p.epochs, ckpt=Checkpointer(persist_dir, key),
-                         modules={"method": method, "optimizer": opt, "scheduler": sched},
-                         step_epoch=step_epoch, tracker=tracker, main=par.main)
+    history = Loop(
+        where="pretrain", epochs=p.epochs, ckpt=Checkpointer(persist_dir, key),
+        modules={"method": method, "optimizer": opt, "scheduler": sched}, net=method, opt=opt,
+        precision=precision, loader=loader, steps=lambda epoch: steps_per_epoch,
+        step=_first_step_compiled(step, t.compile), end_epoch=end_epoch, begin_epoch=begin_epoch,
+        after_step=method.on_step_end, tracker=tracker, main=par.main, world=par.world, accumulate=t.accumulate,
+        checkpoint_minutes=t.checkpoint_minutes,
+        hint=_hint("pretrain", p.lr, precision.name),
+    ).run()
     if par.main:
         save_state_dict(Path(out_dir) / "backbone.pt", {"backbone": method.backbone.state_dict(),
                                                         "name": cfg.model.backbone})
     return {"epochs": len(history), "final_loss": history[-1]["loss"], "seconds": epoch_seconds(history),
-            "history": history}
+            **_last_telemetry(history), "precision": precision.name, "history": history}
+
+
+def _hint(section: str, lr: float, precision: str) -> str:
+    low = f" or set train.precision: fp32 (now {precision})" if precision != "fp32" else ""
+    return f"Lower {section}.lr (now {lr:g}){low}."
+
+
+def _batch_len(batch: Any) -> int:
+    """Clips in a batch: the length of its first tensor."""
+    if torch.is_tensor(batch):
+        return int(batch.shape[0])
+    if isinstance(batch, dict):
+        return _batch_len(next(iter(batch.values())))
+    if isinstance(batch, (list, tuple)) and batch:
+        return _batch_len(batch[0])
+    return 0
+
+
+def _last_telemetry(history: list[dict[str, float]]) -> dict[str, float]:
+    """The last epoch's throughput figures, for the stage summary."""
+    keys = ("clips_per_s", "data_wait", "peak_gpu_mem_gib")
+    return {k: history[-1][k] for k in keys if history and k in history[-1]}
 
 
 # ---------------------------------------------------------------- fine-tuning
@@ -281,8 +524,10 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
 
     ddp.require_single_process("finetune")
     tracker = tracker or NullTracker()
+    f, t = cfg.finetune, cfg.train
+    workers = configure_threads(f.workers, t.threads, "finetune")
     seed_all(cfg.seed)
-    lists_dir, f = Path(lists_dir), cfg.finetune
+    lists_dir = Path(lists_dir)
     proto = get_protocol(f.protocol)
     spec = proto.clip_spec(clip_spec(cfg))
     records = read_list(lists_dir / "train.csv")
@@ -303,33 +548,44 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
         load_backbone(model.backbone, init)
     dev = device()
     model.to(dev)
+    precision = Precision(t.precision, dev)
+    precision.apply(model)
+    compile_backbone(model, t.compile)
     opt = torch.optim.SGD(model.parameters(), lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay)
     sched = build_scheduler(proto, opt, f.epochs)
-    key = config_key({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
-                      "finetune": f.model_dump(), "list": file_digest(lists_dir / "train.csv"),
-                      "frames": packs_fingerprint(r.frames_path for r in train_ds.records),
-                      "init": file_digest(init) if init else None})
-    best_path = Path(persist_dir) / "best.pt"
+    key = run_key("finetune",
+                  {"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
+                   "finetune": f.model_dump(), "precision": precision.name, "state": 3},
+                  {"list": file_digest(lists_dir / "train.csv"),
+                   "frames": packs_fingerprint(r.frames_path for r in train_ds.records),
+                   "init": file_digest(init) if init else None})
+    ckpt = Checkpointer(persist_dir, key)
+    # The best epoch's weights, kept beside the checkpoints in the run key's folder, so a resumed run compares
+    # with them and another run's never count.
+    best_path = ckpt.dir / "best.pt"
+    par = ddp.Parallel(device=dev)
 
-    def step_epoch(epoch: int) -> dict[str, float]:
-        model.train()
-        tot_loss, correct, seen = 0.0, 0, 0
-        for clips, label, _ in make_loader(train_ds, batch_size=f.batch_size, workers=f.workers, shuffle=True,
-                                           seed=cfg.seed * 1000 + epoch):
-            clips, label = to_float(clips.to(dev, non_blocking=True)), label.to(dev)
-            logits = model(clips)
-            loss = F.cross_entropy(logits, label)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot_loss += loss.item() * len(label)
-            correct += int((logits.argmax(1) == label).sum())
-            seen += len(label)
-        out = {"train_loss": tot_loss / seen, "train_clip_acc": correct / seen, "lr": opt.param_groups[0]["lr"]}
+    def loader(epoch: int, start: int) -> DataLoader:
+        return ddp.epoch_loader(train_ds, batch_size=f.batch_size, workers=workers, seed=cfg.seed * 1000 + epoch,
+                                par=par, start=start, drop_last=False,
+                                worker_init_fn=_worker_init if workers else None)
+
+    def step(batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float], int]:
+        clips, label, _ = batch
+        clips, label = to_float(clips.to(dev, non_blocking=True)), label.to(dev)
+        logits = model(clips)
+        loss = F.cross_entropy(logits, label)
+        n = len(label)
+        # Weighted by the batch size, so the epoch's means are per clip (the last batch may be smaller).
+        return loss, {"loss": loss.item(), "loss_sum": loss.item() * n,
+                      "correct": float((logits.argmax(1) == label).sum())}, n
+
+    def end_epoch(epoch: int, tally: EpochTally) -> dict[str, float]:
+        seen = max(tally.clips, 1)
+        out = {"train_loss": tally.sums["loss_sum"] / seen, "train_clip_acc": tally.sums["correct"] / seen,
+               "lr": opt.param_groups[0]["lr"]}
         if val_ds is not None:
-            out["val_loss"] = validation_loss(model, val_ds, batch_size=f.batch_size, workers=f.workers)
-            # The best epoch's weights, kept beside the per-epoch checkpoint under the run's key, so a resumed
-            # run compares with them and another run's never count.
+            out["val_loss"] = validation_loss(model, val_ds, batch_size=f.batch_size, workers=workers)
             if proto.select == "val_loss" and out["val_loss"] < best_val[0]:
                 best_val[0] = out["val_loss"]
                 save_state_dict(best_path, {"model": model.state_dict(), "epoch": epoch + 1,
@@ -342,9 +598,14 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
 
     best = load_state_dict(best_path) if best_path.is_file() else None
     best_val = [float(best["val_loss"]) if best is not None and best.get("key") == key else float("inf")]
-    history = run_epochs(epochs=f.epochs, ckpt=Checkpointer(persist_dir, key),
-                         modules={"model": model, "optimizer": opt, "scheduler": sched},
-                         step_epoch=step_epoch, tracker=tracker)
+    history = Loop(
+        where="finetune", epochs=f.epochs, ckpt=ckpt,
+        modules={"model": model, "optimizer": opt, "scheduler": sched}, net=model, opt=opt, precision=precision,
+        loader=loader, steps=lambda epoch: -(-len(train_ds) // f.batch_size),
+        step=_first_step_compiled(step, t.compile), end_epoch=end_epoch, begin_epoch=lambda epoch: model.train(),
+        tracker=tracker, checkpoint_minutes=t.checkpoint_minutes,
+        hint=_hint("finetune", f.lr, precision.name),
+    ).run()
     selected = len(history)
     if proto.select == "val_loss":
         best = load_state_dict(best_path)
@@ -353,8 +614,9 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
     test_ds = test_dataset(proto, read_list(lists_dir / "test.csv"), spec, f.test_clips)
     t_eval = time.time()
     per_batch = 1 if proto.test == "dense" else max(1, f.batch_size // f.test_clips)
-    result = evaluate_videos(model, test_ds, batch_size=per_batch, workers=f.workers, average=proto.average)
+    result = evaluate_videos(model, test_ds, batch_size=per_batch, workers=workers, average=proto.average)
     save_state_dict(Path(out_dir) / "classifier.pt", {"model": model.state_dict(), "name": cfg.model.backbone})
     return {"test_accuracy": result["accuracy"], "pred": result["pred"], "true": result["true"],
             "epochs": len(history), "selected_epoch": selected, "protocol": proto.name,
-            "seconds": epoch_seconds(history) + time.time() - t_eval, "history": history}
+            "seconds": epoch_seconds(history) + time.time() - t_eval,
+            **_last_telemetry(history), "precision": precision.name, "history": history}

@@ -9,6 +9,8 @@ at the resolution its convs produced (IIC's 9216-d retrieval feature is pooled f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import ContextManager
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +27,9 @@ class Backbone(nn.Module):
 
     out_dim: int
     stage_names: tuple[str, ...]
+    # Set by the training engine for mixed precision (bf16/fp16): the stages run under autocast and every map
+    # they return comes back as float32, so heads, similarity logits, softmax, banks and queues stay fp32.
+    autocast_dtype: torch.dtype | None = None
 
     def __init__(
         self, stages: Sequence[tuple[str, nn.Module]], *, out_dim: int, in_channels: int = 3
@@ -56,21 +61,28 @@ class Backbone(nn.Module):
         # default layout is ~10-50x slower (bench/bench_train_step.py measures it).
         return x.contiguous(memory_format=torch.channels_last_3d)
 
+    def _autocast(self, x: Tensor) -> ContextManager[object]:
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(x.device.type, dtype=self.autocast_dtype)
+
     def forward_stages(self, x: Tensor) -> dict[str, Tensor]:
         """Run every stage and return each one's output map, keyed by stage name, in order."""
         x = self._check_input(x)
         outs: dict[str, Tensor] = {}
-        for name, stage in self.stages.items():
-            x = stage(x)
-            outs[name] = x
-        return outs
+        with self._autocast(x):
+            for name, stage in self.stages.items():
+                x = stage(x)
+                outs[name] = x
+        return outs if self.autocast_dtype is None else {k: v.float() for k, v in outs.items()}
 
     def forward_map(self, x: Tensor) -> Tensor:
         """Return the final conv map, shape B×out_dim×T'×H'×W'."""
         x = self._check_input(x)
-        for stage in self.stages.values():
-            x = stage(x)
-        return x
+        with self._autocast(x):
+            for stage in self.stages.values():
+                x = stage(x)
+        return x if self.autocast_dtype is None else x.float()
 
     def forward(self, x: Tensor) -> Tensor:
         """Return the globally average-pooled feature, shape B×out_dim."""

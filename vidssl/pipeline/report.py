@@ -422,7 +422,10 @@ def entry_probes(cfg: Params, name: str, lists_dir: Path, out: Path) -> dict[str
     if name == RANDOM_INIT or not getattr(METHODS.get(entry_method(cfg, name)), "probes", None):
         return None
     mcfg = method_params(cfg, name)
-    key, cache, state = _key(mcfg, lists_dir, True), out / "probe.json", out / "pretrain_state" / "last.pt"
+    from vidssl.engine.checkpoint import latest_checkpoint
+
+    key, cache = _key(mcfg, lists_dir, True), out / "probe.json"
+    state = latest_checkpoint(out / "pretrain_state") or out / "pretrain_state" / "(no checkpoint)"
     if cache.is_file():
         saved = json.loads(cache.read_text(encoding="utf-8"))
         if saved.get("key") == key and saved.get("passes") == PASSES:

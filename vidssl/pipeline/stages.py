@@ -68,6 +68,20 @@ def _metrics_only(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if isinstance(v, (int, float))}
 
 
+def throughput_line(summary: dict[str, Any]) -> str:
+    """The stage summary's last-epoch throughput: clips/s, data-wait fraction, peak GPU memory, precision."""
+    parts = [f"{summary.get('epochs', 0)} epochs in {summary.get('seconds', 0.0):.0f} s"]
+    if "clips_per_s" in summary:
+        parts.append(f"{summary['clips_per_s']:.1f} clips/s")
+    if "data_wait" in summary:
+        parts.append(f"data wait {100 * summary['data_wait']:.0f}%")
+    if "peak_gpu_mem_gib" in summary:
+        parts.append(f"peak GPU memory {summary['peak_gpu_mem_gib']:.1f} GiB")
+    if "precision" in summary:
+        parts.append(str(summary["precision"]))
+    return ", ".join(parts)
+
+
 @locked_stage("pretrain")
 def run_pretrain(cfg: Params, lists_dir: Path, out_dir: Path, state_dir: Path, metrics: Path,
                  plots: Path) -> dict[str, Any]:
@@ -87,6 +101,7 @@ def run_pretrain(cfg: Params, lists_dir: Path, out_dir: Path, state_dir: Path, m
             loss_keys = [k for k in summary["history"][0] if k.startswith("loss")]
             plot = plot_curves(summary["history"], loss_keys, plots / "pretrain_loss.png", "pretraining loss")
             write_json(metrics, _metrics_only(summary))
+            log.info("pretrain: %s", throughput_line(summary))
             tracker.set_tags({"backbone_md5": file_md5(out_dir / "backbone.pt")})  # found again by the registry
             for path in (plot, out_dir / "backbone.pt", metrics):
                 tracker.log_artifact(path)
@@ -124,8 +139,10 @@ def run_finetune(cfg: Params, lists_dir: Path, init: Path | None, out_dir: Path,
                     tracker.log_metrics({f"{name}.{k}": v for k, v in h.items()}, step=epoch)
             else:
                 r = finetune(cfg, lists_dir, weights, state_dir / name, out_dir / name, Prefixed(tracker, name))
+                log.info("finetune (%s): %s", name, throughput_line(r))
             out[name] = {"test_accuracy": r["test_accuracy"], "epochs": r["epochs"], "seconds": r["seconds"],
-                         "protocol": cfg.finetune.protocol}
+                         "protocol": cfg.finetune.protocol,
+                         **{k: r[k] for k in ("clips_per_s", "data_wait", "peak_gpu_mem_gib") if k in r}}
             tracker.log_metrics({f"{name}.test_accuracy": r["test_accuracy"]})
             curves = plot_curves(r["history"], ["train_loss", "train_clip_acc"], plots / f"finetune_{name}.png",
                                  f"fine-tune ({name})")
