@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import yaml
 
 from vidssl.engine import ddp
-from vidssl.engine.checkpoint import load_state_dict
+from vidssl.engine.checkpoint import latest_checkpoint, load_state_dict
 from vidssl.methods.bank import MemoryBank
 from vidssl.methods.distributed import gather_with_grad
 from vidssl.methods.losses import nt_xent
@@ -208,7 +208,7 @@ def test_vidssl_pretrain_under_torchrun_trains_resumes_and_writes_once(
     assert first.returncode == 0, first.stderr[-3000:]
     log = first.stderr
     assert log.count("epoch 1/2") == 1 and log.count("epoch 2/2") == 1  # rank 0 logs; rank 1 trains quietly
-    state = load_state_dict(tmp_path / "state" / "last.pt")
+    state = load_state_dict(latest_checkpoint(tmp_path / "state"))
     assert state["epoch"] == 2 and len(state["history"]) == 2
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in state["history"])
     backbone = load_state_dict(tmp_path / "out" / "backbone.pt")

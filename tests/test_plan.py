@@ -48,3 +48,15 @@ def test_plan_measures_a_step_on_this_device() -> None:
     tiny = plan(_cfg(), gpu_mem_gib=(p.static_bytes + 3 * p.activation_bytes_per_sample) / GIB / (1 - HEADROOM),
                 dev=torch.device("cpu"))
     assert (tiny.accumulate, tiny.micro_batch) == (4, 2)  # 3 samples' room: micro-batches of 2
+
+
+def test_a_batch_that_does_not_fit_stops_with_the_numbers() -> None:
+    from vidssl.engine.plan import refuse_if_over
+
+    cfg = _cfg(method="iic")  # batch 8
+    refuse_if_over(cfg, 1, GIB, GIB, 10)  # 1 + 8 GiB within 10 GiB less headroom
+    with pytest.raises(ValueError, match=r"micro-batch 8 needs 17.0 GiB .* 10 GiB; set train.accumulate: 2 "
+                                         r"\(micro-batch 4\)"):
+        refuse_if_over(cfg, 1, GIB, 2 * GIB, 10)
+    with pytest.raises(ValueError, match=r"more GPUs"):
+        refuse_if_over(_cfg(method="simclr"), 1, GIB, 2 * GIB, 10)

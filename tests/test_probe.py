@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vidssl.config import parse_params
+from vidssl.engine.checkpoint import latest_checkpoint
 from vidssl.methods.registry import METHODS
 from vidssl.evaluation.probe import heldout_probes
 from vidssl.pipeline.report import RANDOM_INIT, Row, entry_probes, probes_table
@@ -53,7 +54,7 @@ def test_mlfo_learns_its_reversal_probe_on_unseen_videos(tiny_lists: Path, tmp_p
     # An untrained encoder barely tells a clip from its own time-reversal (the reversed copy sits on the clip).
     assert before["acc_rev_mid"] < 0.25
     pretrain(cfg, tiny_lists, tmp_path / "state", tmp_path / "out")
-    after = heldout_probes(cfg, tiny_lists, tmp_path / "state" / "last.pt")
+    after = heldout_probes(cfg, tiny_lists, latest_checkpoint(tmp_path / "state"))
     # seeds 5-8 measured: 0.04 -> 0.75, 0.04 -> 0.33, 0.08 -> 0.88, 0.12 -> 0.88
     assert after["acc_rev_mid"] > before["acc_rev_mid"] + 0.2, (before, after)
 
@@ -66,16 +67,16 @@ def test_probes_load_the_weights_not_the_generators_and_refuse_another_methods_s
 
     cfg = _cfg("dualvar")
     pretrain(cfg, tiny_lists, tmp_path / "state", tmp_path / "out")
-    state = load_state_dict(tmp_path / "state" / "last.pt")
+    state = load_state_dict(latest_checkpoint(tmp_path / "state"))
     assert "_extra_state" in state["method"]  # DualVar's shuffle generator, saved for resuming
-    got = heldout_probes(cfg, tiny_lists, tmp_path / "state" / "last.pt")
+    got = heldout_probes(cfg, tiny_lists, latest_checkpoint(tmp_path / "state"))
     # The generator state is not what the probe draws from: replacing it changes nothing.
     state["method"]["_extra_state"] = {"generator": torch.Generator().manual_seed(99).get_state()}
     save_state_dict(tmp_path / "other_gen.pt", state)
     assert heldout_probes(cfg, tiny_lists, tmp_path / "other_gen.pt") == got
     pretrain(_cfg("vcop"), tiny_lists, tmp_path / "vcop_state", tmp_path / "vcop_out")
     with pytest.raises(ValueError, match="not a checkpoint of this method's settings"):
-        heldout_probes(cfg, tiny_lists, tmp_path / "vcop_state" / "last.pt")
+        heldout_probes(cfg, tiny_lists, latest_checkpoint(tmp_path / "vcop_state"))
 
 
 def test_entry_probes_are_cached_with_the_result_key(tiny_lists: Path, tmp_path: Path,

@@ -374,12 +374,12 @@ def test_threads_follow_the_cgroup_quota_and_the_affinity(tmp_path: Path, cpu_ma
 def test_plain_progress_lines_off_a_terminal(caplog: pytest.LogCaptureFixture) -> None:
     from vidssl.engine.progress import Progress
 
-    bar = Progress(10, "pretrain epoch 1/2", initial=2, tty=False, every=0.0)
+    bar = Progress(10, "pretrain epoch 1 of 2", initial=2, tty=False, every=0.0)
     with caplog.at_level("INFO", logger="vidssl.progress"):
         for _ in range(3):
             bar.update(1, loss=1.5)
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 3 and lines[-1].startswith("pretrain epoch 1/2 5/10 (50%)") and "ETA" in lines[-1]
+    assert len(lines) == 3 and lines[-1].startswith("pretrain epoch 1 of 2 5/10 (50%)") and "ETA" in lines[-1]
     assert "loss=1.5" in lines[-1]
 
 
@@ -412,3 +412,30 @@ def test_accumulated_micro_batches_give_the_gradient_of_the_whole_batch(tmp_path
     assert torch.allclose(whole, run(2, 4), atol=1e-6) and torch.allclose(whole, run(4, 2), atol=1e-6)
     assert not torch.allclose(whole, run(1, 4), atol=1e-3)  # a step per micro-batch is another training
     assert EpochTally().telemetry(1.0, 1)["data_wait"] == 0.0
+
+
+# ---------------------------------------------------------------- train.compile
+
+
+@pytest.mark.slow
+def test_compiled_backbone_trains_like_the_eager_one(tiny_lists: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(pretrain={"epochs": 1})
+    eager = pretrain(cfg, tiny_lists, tmp_path / "e_state", tmp_path / "e_out")
+    compiled = pretrain(tiny_cfg(pretrain={"epochs": 1}, train={"compile": True}), tiny_lists, tmp_path / "c_state",
+                        tmp_path / "c_out")
+    assert compiled["history"][0]["loss"] == pytest.approx(eager["history"][0]["loss"], rel=1e-3)
+    a = load_state_dict(tmp_path / "e_out" / "backbone.pt")["backbone"]
+    b = load_state_dict(tmp_path / "c_out" / "backbone.pt")["backbone"]
+    assert a.keys() == b.keys()  # compiling in place keeps the state-dict keys
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+
+
+def test_a_compile_failure_is_named_in_one_line(tiny_lists: Path, tmp_path: Path, monkeypatch) -> None:
+    real = torch.nn.Module.compile
+
+    def failing_backend(gm, example_inputs):  # noqa: ANN001, ANN202
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: real(self, backend=failing_backend))
+    with pytest.raises(RuntimeError, match=r"^train.compile: torch.compile failed \(.*\); set train.compile: false$"):
+        pretrain(tiny_cfg(pretrain={"epochs": 1}, train={"compile": True}), tiny_lists, tmp_path / "s", tmp_path / "o")

@@ -239,20 +239,31 @@ def check_fits(cfg: Params, world: int, dev: torch.device) -> None:
     """Before training on a GPU: stop with `vidssl plan`'s numbers if the per-GPU micro-batch cannot fit.
 
     Raises:
-        ValueError: the run would run out of GPU memory; names the numbers and the keys to change.
+        ValueError: the run would run out of GPU memory (see :func:`refuse_if_over`).
     """
     if dev.type != "cuda":
         return
     total = torch.cuda.get_device_properties(dev).total_memory / GIB
     _, static, per_sample, _ = measure(cfg, dev, batch=2)
     torch.cuda.empty_cache()
+    refuse_if_over(cfg, world, static, per_sample, total)
+
+
+def refuse_if_over(cfg: Params, world: int, static: int, per_sample: int, total_gib: float) -> None:
+    """Raise when ``cfg``'s micro-batch needs more than ``total_gib`` (less headroom), naming the numbers and
+    the setting that would fit.
+
+    Raises:
+        ValueError: naming the memory needed, the card's, and ``train.accumulate`` or what else to change.
+    """
     micro = cfg.pretrain.batch_size // world // cfg.train.accumulate
     need = static + micro * per_sample
-    if need > total * GIB * (1 - HEADROOM):
-        k, m = fit(static, per_sample, cfg.pretrain.batch_size, world, total, accumulation_allowed(cfg))
-        advice = (f"set train.accumulate: {k} (micro-batch {m})" if k else
-                  "use more GPUs or a smaller pretrain.batch_size / clip")
-        raise ValueError(
-            f"pretrain: micro-batch {micro} needs {need / GIB:.1f} GiB ({static / GIB:.1f} static + {micro} x "
-            f"{per_sample / 2**20:.0f} MiB activations per sample) but this GPU has {total:.0f} GiB; {advice} "
-            "(`vidssl plan` shows the numbers)")
+    if need <= total_gib * GIB * (1 - HEADROOM):
+        return
+    k, m = fit(static, per_sample, cfg.pretrain.batch_size, world, total_gib, accumulation_allowed(cfg))
+    advice = (f"set train.accumulate: {k} (micro-batch {m})" if k else
+              "use more GPUs or a smaller pretrain.batch_size / clip")
+    raise ValueError(
+        f"pretrain: micro-batch {micro} needs {need / GIB:.1f} GiB ({static / GIB:.1f} static + {micro} x "
+        f"{per_sample / 2**20:.0f} MiB activations per sample) but this GPU has {total_gib:.0f} GiB; {advice} "
+        "(`vidssl plan` shows the numbers)")

@@ -222,7 +222,7 @@ class Loop:
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
             n = self.steps(epoch)
-            bar = Progress(n, f"{self.where} epoch {epoch + 1}/{self.epochs}", initial=first, enabled=self.main)
+            bar = Progress(n, f"{self.where} epoch {epoch + 1} of {self.epochs}", initial=first, enabled=self.main)
             t0 = last_save = time.monotonic()
             self.opt.zero_grad(set_to_none=True)
             tick = time.perf_counter()
@@ -487,12 +487,16 @@ def evaluate_videos(model: nn.Module, ds: MultiClipDataset, *, batch_size: int, 
     model.eval()
     dev = next(model.parameters()).device
     preds, labels = [], []
-    for clips, label, _ in make_loader(ds, batch_size=batch_size, workers=workers, shuffle=False, seed=0):
+    loader = make_loader(ds, batch_size=batch_size, workers=workers, shuffle=False, seed=0)
+    bar = Progress(len(loader), "finetune test", unit="batch")
+    for clips, label, _ in loader:
         b, n = clips.shape[:2]
         logits = model(to_float(clips.flatten(0, 1).to(dev))).view(b, n, -1)
         check_logits(logits, "fine-tune test")
         preds.append(torch.stack([video_scores(v, average) for v in logits]).argmax(1).cpu())
         labels.append(label)
+        bar.update(1)
+    bar.close()
     pred, true = torch.cat(preds).numpy(), torch.cat(labels).numpy()
     return {"accuracy": float((pred == true).mean()), "pred": pred.tolist(), "true": true.tolist()}
 
