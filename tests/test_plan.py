@@ -60,3 +60,15 @@ def test_a_batch_that_does_not_fit_stops_with_the_numbers() -> None:
         refuse_if_over(cfg, 1, GIB, 2 * GIB, 10)
     with pytest.raises(ValueError, match=r"more GPUs"):
         refuse_if_over(_cfg(method="simclr"), 1, GIB, 2 * GIB, 10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["iic", "dualvar", "be", "mlfo", "cmc", "moco", "simclr", "vcop", "be_moco"])
+def test_every_method_takes_a_bf16_step_on_the_cpu(method: str) -> None:
+    """The path the GPU tests take (tests/test_gpu.py), on the CPU: bf16 backbone, fp32 everything after it."""
+    from vidssl.engine.plan import measure
+
+    cfg = parse_params({**_cfg(method=method).model_dump(), "train": {"precision": "bf16"}})
+    model, static, per_sample, _ = measure(cfg, torch.device("cpu"), batch=4)
+    assert static > 0 and per_sample > 0 and model.backbone.autocast_dtype == torch.bfloat16
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())

@@ -437,15 +437,14 @@ def plan(gpu_mem: float = typer.Option(80.0, "--gpu-mem", help="GiB of memory pe
 
     def go() -> None:
         import torch
-        import yaml
 
         from vidssl.config import apply_preset, parse_params
         from vidssl.engine.plan import plan as make_plan
 
-        raw = yaml.safe_load(params.read_text(encoding="utf-8")) if params.is_file() else {}
+        cfg = _cfg(params)
         if preset:
-            raw = {**(raw or {}), "preset": preset}
-        cfg = parse_params(apply_preset(raw or {}, params.parent / "presets"), str(params))
+            raw = apply_preset({**cfg.model_dump(), "preset": preset}, params.parent / "presets")
+            cfg = parse_params(raw, f"{params} + preset {preset}")
         pre = lists_dir / "pretrain.csv"
         n = sum(1 for _ in pre.open(encoding="utf-8")) - 1 if pre.is_file() else None
         dev = torch.device(device) if device else None

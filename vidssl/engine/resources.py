@@ -57,9 +57,11 @@ def split_threads(cpus: int, workers: int) -> tuple[int, int]:
 def configure_threads(workers: int, threads: int = 0, where: str = "train") -> int:
     """Set torch's intra-op threads for this process and return the loader workers to use.
 
-    ``threads`` > 0 fixes the trainer's threads (``train.threads``); 0 derives them from :func:`available_cpus`.
+    ``threads`` > 0 fixes the trainer's threads (``train.threads``); 0 derives them from :func:`available_cpus`,
+    divided among the processes torchrun started on this machine (``LOCAL_WORLD_SIZE``).
     """
-    cpus = available_cpus()
+    # torchrun's processes on one machine share its CPUs: each takes its part.
+    cpus = max(1, available_cpus() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     trainer, used = split_threads(cpus, workers)
     if threads:
         trainer = threads

@@ -190,8 +190,7 @@ class Loop:
                 **{n: m.state_dict() for n, m in self.modules.items()}}
 
     def _save(self, epoch: int, step: int, history: list[dict[str, float]], tally: EpochTally | None) -> None:
-        check_finite_weights(self.net, where=self.where, epoch=epoch if step else epoch - 1, step=step,
-                             hint=self.hint)
+        """Checkpoint (rank 0); the caller has checked the weights are finite."""
         if self.main:
             self.ckpt.save(epoch, step, **self._state(history, tally))
 
@@ -246,6 +245,7 @@ class Loop:
                 if boundary and every and i + 1 < n and time.monotonic() - last_save >= every:
                     tally.seconds += time.monotonic() - t0
                     t0 = last_save = time.monotonic()
+                    check_finite_weights(self.net, where=self.where, epoch=epoch, step=i + 1, hint=self.hint)
                     self._save(epoch, i + 1, history, tally)
             bar.close()
             if first + done != n:
@@ -266,34 +266,6 @@ class Loop:
 
     def tally_telemetry(self, tally: EpochTally, seconds: float) -> dict[str, float]:
         return tally.telemetry(seconds, self.world)
-
-
-def run_epochs(
-    *, epochs: int, ckpt: Checkpointer, modules: dict[str, Any], step_epoch: Callable[[int], dict[str, float]],
-    tracker: Tracker, main: bool = True,
-) -> list[dict[str, float]]:
-    """Whole-epoch loop (no mid-epoch state): run ``step_epoch`` from the last checkpoint on, saving all
-    ``modules`` after every epoch. Used by callers that bring their own epoch body."""
-    history: list[dict[str, float]] = []
-    start = 0
-    state = ckpt.load()
-    if state is not None:
-        for name, module in modules.items():
-            module.load_state_dict(state[name])
-        history, start = list(state["history"]), int(state["epoch"])
-        _set_rng_state(state)
-        log.info("resuming from %s at epoch %d", ckpt.path, start)
-    for epoch in range(start, epochs):
-        t0 = time.time()
-        metrics = step_epoch(epoch)
-        metrics["epoch_seconds"] = time.time() - t0
-        history.append(metrics)
-        if not main:
-            continue
-        tracker.log_metrics(metrics, step=epoch)
-        log.info("epoch %d/%d %s", epoch + 1, epochs, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        ckpt.save(epoch + 1, history=history, **_rng_state(), **{n: m.state_dict() for n, m in modules.items()})
-    return history
 
 
 def make_optimizer(params: list[nn.Parameter], p: Any) -> torch.optim.Optimizer:
