@@ -183,7 +183,7 @@ def test_on_demand_run_crosses_cpu_and_gpu_workers_and_matches_dvc_repro(tmp_pat
         reference_rc = reference.wait(timeout=1200)
 
     # The GPU stages ran in the gpu clone; their models came back to the CPU checkout through the DVC remote.
-    assert (gpu / "models" / "pretrain_state" / "last.pt").is_file()
+    assert list((gpu / "models" / "pretrain_state").glob("*/e*-s*-*.pt"))  # per run key, checksummed
     assert not (cpu / "models" / "pretrain_state").exists()
     assert (cpu / "models" / "pretrain" / "backbone.pt").read_bytes() == \
         (gpu / "models" / "pretrain" / "backbone.pt").read_bytes()
