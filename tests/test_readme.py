@@ -235,6 +235,7 @@ def test_shell_splitting() -> None:
                                ["vidssl", "ui", "--port", "5001"], ["echo", "done"]]
 
 
+@pytest.mark.slow  # the docs name many prefect/dvc subcommands, each a `--help` in a fresh interpreter
 @pytest.mark.parametrize("doc", sorted(p.name for p in (ROOT / "docs").glob("*.md")))
 def test_docs_commands_exist(doc: str) -> None:
     assert check_markdown((ROOT / "docs" / doc).read_text()) == []
