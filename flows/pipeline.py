@@ -35,7 +35,7 @@ import hashlib
 import json
 import os
 import re
-import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -234,14 +234,13 @@ def stage_env(pipeline_id: str, flow_run_id: str) -> dict[str, str]:
     }
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the flow process dies, so no `dvc repro` outlives its flow."""
-    try:
-        import ctypes
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the stage's own orphan watch still stops it
+
+def with_parent_death_signal(cmd: list[str]) -> list[str]:
+    """`cmd` run so that it gets SIGTERM when the flow process dies (util-linux setpriv's PR_SET_PDEATHSIG): no
+    `dvc repro` outlives its flow. Without setpriv, the stage's own orphan watch still stops the stage."""
+    return [_SETPRIV, "--pdeathsig", "TERM", *cmd] if _SETPRIV else cmd
 
 
 def _retry_unless_busy(task: Any, task_run: Any, state: Any) -> bool:
@@ -376,13 +375,14 @@ def run_stage(stage: str, repo: str, env: dict[str, str], force: bool = False) -
         StageFailedError: dvc exited non-zero; the message holds its last 40 lines.
     """
     logger = get_run_logger()
-    cmd = [*handoff.dvc_command(), "repro", "--single-item", stage, *(["--force"] if force else [])]
+    cmd = with_parent_death_signal([*handoff.dvc_command(), "repro", "--single-item", stage,
+                                    *(["--force"] if force else [])])
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     ran = False
     start = time.monotonic()
     with subprocess.Popen(
         cmd, cwd=repo, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace", bufsize=1, preexec_fn=_die_with_parent,
+        text=True, errors="replace", bufsize=1,
     ) as proc:
         assert proc.stdout is not None
         for raw in proc.stdout:
