@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python flows/deploy.py` puts flows/ first
 
-from flows.pipeline import SERVER_RECORD, WORKSPACE, workspace_pipeline  # noqa: E402  (also Prefect defaults)
+from flows.pipeline import SERVER_RECORD, WORKSPACE, with_parent_death_signal, workspace_pipeline  # noqa: E402  (also Prefect defaults)
 
 NIGHTLY_CRON = "0 2 * * *"
 SERVER_START_TIMEOUT_S = 180.0
@@ -96,8 +96,10 @@ def prefect_server(host: str, port: int, home: Path) -> Iterator[str]:
     env = {**os.environ, "PREFECT_HOME": str(home)}
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port",
-                             str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # its own process group (stopped as one), and SIGTERM if this process dies without cleaning up (SIGKILL)
+    cmd = with_parent_death_signal([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port",
+                                    str(port)])
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     record = home / SERVER_RECORD
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
