@@ -29,7 +29,7 @@ def _cfg(method: str, backbone: str, args: argparse.Namespace, precision: str, e
         "seed": 0, "model": {"backbone": backbone, "width": 8},
         "clip": {"frames": frames, "stride": 1, "resize": resize, "crop": size},
         "pretrain": {"method": method, "epochs": epochs, "batch_size": args.batch, "workers": args.workers,
-                     "lr": 0.001, "milestones": [10**6], "iic": {"nce_k": 1024}},
+                     "lr": 0.001, "milestones": [], "iic": {"nce_k": 1024}},
         "train": {"precision": precision, "checkpoint_minutes": 0},
     })
 
@@ -88,7 +88,8 @@ def step_rate(method_name: str, backbone: str, args: argparse.Namespace, records
 
 
 def data_wait(method_name: str, backbone: str, args: argparse.Namespace, lists: Path, state: Path) -> float:
-    """The data-wait fraction of vidssl's pretraining (bf16 on GPU) over one epoch of frames from the store."""
+    """The data-wait fraction of vidssl's pretraining (train.precision auto: bf16 on a GPU) over one epoch of
+    frames from the store."""
     from vidssl.engine.train import pretrain
 
     cfg = _cfg(method_name, backbone, args, "auto", epochs=1)
@@ -147,7 +148,7 @@ def main() -> None:
     print(f"\nvidssl GPU benchmark: {dev}, batch {args.batch} clips of {clip}, {args.steps} timed steps, "
           f"torch {torch.__version__}, {time.time() - t_start:.0f} s")
     print("| backbone | method | fp32 contiguous clips/s | bf16 channels-last clips/s | speed-up | "
-          "fp32 peak GiB | bf16 peak GiB | data wait (bf16, store) |")
+          "fp32 peak GiB | bf16 peak GiB | data wait (vidssl loop, store) |")
     print("|---|---|---|---|---|---|---|---|")
     for backbone, m, fp32, bf16, mem32, mem16, wait in rows:
         print(f"| {backbone} | {m} | {fp32:.1f} | {bf16:.1f} | {bf16 / fp32:.2f}x | {gib(mem32)} | {gib(mem16)} | "

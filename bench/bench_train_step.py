@@ -68,7 +68,7 @@ def _cfg(args: argparse.Namespace, epochs: int) -> object:
         "seed": 0, "model": {"backbone": args.backbone, "width": args.width},
         "clip": {"frames": args.frames, "stride": 1, "resize": args.size, "crop": args.size},
         "pretrain": {"method": args.method, "epochs": epochs, "batch_size": args.batch, "workers": args.workers,
-                     "lr": 0.001, "milestones": [10**6], "iic": {"nce_k": 16}},
+                     "lr": 0.001, "milestones": [], "iic": {"nce_k": 16}},
         "train": {"precision": "fp32", "checkpoint_minutes": 0, "threads": torch.get_num_threads()},
     })
 
@@ -134,6 +134,8 @@ def loop(args: argparse.Namespace) -> None:
         for r in range(args.rounds):  # interleaved, so load changes on a shared machine hit both alike
             bare += bare_epochs(args, lists)
             ours += vidssl_epochs(args, lists, Path(tmp) / f"state{r}")
+            print(f"round {r + 1}: bare {[round(t, 3) for t in bare]} s/epoch, vidssl {[round(t, 3) for t in ours]}",
+                  flush=True)
     a, b = statistics.median(ours) / steps, statistics.median(bare) / steps
     print(f"{args.method} on {args.backbone} (width {args.width}), batch {args.batch}x3x{args.frames}x{args.size}"
           f"x{args.size}, {steps} steps/epoch, {len(ours)} timed epochs each, {torch.get_num_threads()} threads, "
