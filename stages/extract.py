@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
-from vidssl.config import load_params
+from vidssl.config import flatten, load_params
 from vidssl.data.extract import raise_on_bad_input
 from vidssl.entry import run_main
 from vidssl.io import write_json
 from vidssl.pipeline.stages import run_extract
+from vidssl.pipeline.tracking import record_stage
 
 
 def main() -> None:
@@ -16,6 +17,9 @@ def main() -> None:
     summary = run_extract(cfg, Path(cfg.data.raw_dir), Path("data/frames"), Path("data/frames/extract.json"),
                           reset_on_change=True, timings=False)
     write_json("reports/extract.json", summary)
+    counts = {f"videos.{k}": v for k, v in summary.get("counts", {}).items() if isinstance(v, (int, float))}
+    record_stage("extract", flatten({"extract": cfg.extract.model_dump(), "data": cfg.data.model_dump()}),
+                 [Path("reports/extract.json")], counts)
     raise_on_bad_input(summary, cfg.extract.fail_on_bad_input, Path("reports/extract.json"))
 
 

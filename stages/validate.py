@@ -2,13 +2,23 @@
 
 from pathlib import Path
 
-from vidssl.config import load_params
+from vidssl.config import flatten, load_params
+from vidssl.data.checks import DataValidationError
 from vidssl.entry import run_main
 from vidssl.pipeline.stages import run_validate
+from vidssl.pipeline.tracking import record_stage
 
 
 def main() -> None:
-    run_validate(load_params(), Path("data/lists"), Path("reports"), Path("data/frames"))
+    cfg = load_params()
+    reports = [Path("reports/validation.json"), Path("reports/validation.md")]
+    params = flatten({"clip": cfg.clip.model_dump()})
+    try:
+        run_validate(cfg, Path("data/lists"), Path("reports"), Path("data/frames"))
+    except DataValidationError:  # bad data: the readable report goes to MLflow too, then the stage fails
+        record_stage("validate", params, reports, failed=True)
+        raise
+    record_stage("validate", params, reports)
 
 
 if __name__ == "__main__":

@@ -572,3 +572,22 @@ def with_fallback(fn: Callable[[], Any], what: str) -> Any:
     except Exception as exc:  # noqa: BLE001
         log.warning("tracking: %s skipped (%s)", what, exc)
         return None
+
+
+class _StageFailed(Exception):
+    """Raised inside ``record_stage`` to close its run as FAILED."""
+
+
+def record_stage(stage: str, params: dict[str, Any], reports: list[Path], metrics: dict[str, float] | None = None,
+                 failed: bool = False, root: Path | None = None) -> None:
+    """A stage run for a stage that trains nothing (extract, validate): params, counts and its report files."""
+    try:
+        with stage_run(stage, params, root) as tracker:
+            if metrics:
+                tracker.log_metrics(metrics)
+            for path in reports:
+                tracker.log_artifact(path, "reports")
+            if failed:
+                raise _StageFailed
+    except _StageFailed:
+        pass
