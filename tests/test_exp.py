@@ -85,13 +85,13 @@ def test_exp_run_set_param_then_show_and_diff_every_metric(tmp_path: Path) -> No
     show = json.loads(_run(ws, DVC, "exp", "show", "--json"))
     rows = {}
     for commit in show:
-        rows[commit["name"] if commit["rev"] == "workspace" else "baseline"] = commit
+        rows["workspace" if commit["rev"] == "workspace" else "baseline"] = commit
         for exp in commit.get("experiments") or []:
             for rev in exp["revs"]:
                 rows[rev["name"]] = rev
     assert {"workspace", "baseline", "two-ks", "one-k"} <= set(rows)
     summary = {}
-    for name in ("baseline", "two-ks", "one-k"):
+    for name in ("workspace", "baseline", "two-ks", "one-k"):
         data = rows[name]["data"]["metrics"]["metrics/summary.json"]["data"]
         summary[name] = data
         assert 0 <= data["retrieval"]["pretrained"]["top1"] <= 1  # a value, not the `!` of a missing file

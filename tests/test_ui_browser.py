@@ -185,33 +185,38 @@ def test_mlflow_ui_shows_the_pipeline_in_a_real_browser(pipeline_store: Path, tm
     port = _free_port()
     ui = _start(["ui"], pipeline_store, port)
     base = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}"
+    ml = "?workflowType=machine_learning"  # MLflow 3's model-training view (a fresh browser starts in GenAI)
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(60_000)
+            page.set_default_timeout(180_000)  # a busy 2-core runner serves MLflow's bundle slowly
+            page.set_default_navigation_timeout(180_000)
             # 1. The experiment's run list: the parent run, by its readable name, with its stage runs nested.
-            page.goto(base + "/runs")
-            page.get_by_text(parent.info.run_name).first.wait_for()
-            expander = page.locator("[data-testid='runs-table-expander'], button[aria-label*='xpand']").first
-            if expander.count():
-                expander.click()
-            page.get_by_text("pretrain", exact=True).first.wait_for()
+            page.goto(base + "/runs" + ml)
+            cell = page.locator("[role=gridcell][col-id='attributes.`Run Name`']", has_text=parent.info.run_name)
+            cell.first.wait_for()
+            close = page.get_by_role("button", name="Close")  # the assistant panel, where opened, covers the page
+            if close.count():
+                close.first.click()
+            cell.first.locator("button").first.click()  # expand the parent: its stage runs
+            for stage in ("pretrain", "finetune", "retrieve", "evaluate"):
+                page.get_by_text(stage, exact=True).first.wait_for()
             page.screenshot(path=str(shots / "mlflow-runs.png"))
-            # 2. The parent run: summary metrics and the results report.
-            page.goto(f"{base}/runs/{parent.info.run_id}")
+            # 2. The parent run: summary metrics.
+            page.goto(f"{base}/runs/{parent.info.run_id}{ml}")
             page.get_by_text("retrieval.pretrained.top1").first.wait_for()
             page.screenshot(path=str(shots / "mlflow-parent.png"))
-            # 3. The nested pretrain run's metric chart (one point per epoch).
-            page.goto(f"{base}/runs/{pretrain.info.run_id}/model-metrics")
-            chart = page.locator("canvas, svg.main-svg").first
-            chart.wait_for()
-            page.get_by_text("loss", exact=True).first.wait_for()
+            # 3. The nested pretrain run's metric charts: the loss chart, one point per epoch.
+            page.goto(f"{base}/runs/{pretrain.info.run_id}/model-metrics{ml}")
+            page.get_by_text("pretrain (loss)", exact=True).first.wait_for()
+            page.locator("svg.main-svg").first.wait_for()  # plotly drew the charts
             page.screenshot(path=str(shots / "mlflow-metric-chart.png"))
             # 4. The plot artifact, previewed as an image.
-            page.goto(f"{base}/runs/{pretrain.info.run_id}/artifacts")
+            page.goto(f"{base}/runs/{pretrain.info.run_id}/artifacts{ml}")
             page.get_by_text("pretrain_loss.png").first.click()
-            page.locator("img[src*='pretrain_loss.png'], img[src^='blob:'], img[src*='get-artifact']").first.wait_for()
+            page.locator("img[src^='blob:']").first.wait_for()
+            page.wait_for_timeout(1000)
             page.screenshot(path=str(shots / "mlflow-plot-artifact.png"))
             browser.close()
     finally:
