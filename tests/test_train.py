@@ -431,11 +431,14 @@ def test_compiled_backbone_trains_like_the_eager_one(tiny_lists: Path, tmp_path:
 
 
 def test_a_compile_failure_is_named_in_one_line(tiny_lists: Path, tmp_path: Path, monkeypatch) -> None:
-    real = torch.nn.Module.compile
+    from torch._dynamo.exc import TorchRuntimeError
 
-    def failing_backend(gm, example_inputs):  # noqa: ANN001, ANN202
-        raise RuntimeError("no compiler here")
+    def broken(self, **kw):  # noqa: ANN001, ANN003, ANN202
+        def fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise TorchRuntimeError("no compiler here\nand a long trace after it")
+        self._compiled_call_impl = fail  # what nn.Module.compile installs, failing as a compiler would
 
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: real(self, backend=failing_backend))
-    with pytest.raises(RuntimeError, match=r"^train.compile: torch.compile failed \(.*\); set train.compile: false$"):
+    monkeypatch.setattr(torch.nn.Module, "compile", broken)
+    with pytest.raises(RuntimeError, match=r"^train.compile: torch.compile failed \(TorchRuntimeError: no compiler "
+                                           r"here\); set train.compile: false$"):
         pretrain(tiny_cfg(pretrain={"epochs": 1}, train={"compile": True}), tiny_lists, tmp_path / "s", tmp_path / "o")

@@ -283,7 +283,7 @@ def compile_backbone(module: nn.Module, enabled: bool) -> None:
     for m in module.modules():
         if isinstance(m, Backbone):
             for stage in m.stages.values():
-                stage.compile()
+                stage.compile(dynamic=False)  # a few fixed shapes (views, last batch); dynamic ones failed to lower
 
 
 def _first_step_compiled(step: Callable[..., Any], enabled: bool) -> Callable[..., Any]:
