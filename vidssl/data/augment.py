@@ -239,7 +239,14 @@ def _colour_op(op: int, y: torch.Tensor, factors: np.ndarray) -> torch.Tensor:
 def _colour(
     x: torch.Tensor, spec: AugmentSpec, rng: np.random.Generator, *, per_frame: bool = False
 ) -> torch.Tensor:
-    """Colour jitter and grayscale on a float 3×T×H×W clip: one draw for the clip, or one per frame (MLFO).
+    """Colour jitter and grayscale on a float 3×T×H×W clip: one draw for the clip, or one per frame (MLFO)."""
+    t = x.shape[1]
+    draws = [_draw_colour(spec, rng) for _ in range(t)] if per_frame else [_draw_colour(spec, rng)]
+    return _apply_colour(x, spec, draws)
+
+
+def _apply_colour(x: torch.Tensor, spec: AugmentSpec, draws: list[_ColourDraw]) -> torch.Tensor:
+    """Apply colour draws (one for the clip, or one per frame) to a float 3×T×H×W clip.
 
     Per-frame draws on small frames are applied batched: at each position of the (per-frame random) op
     order, brightness, contrast and saturation run once over the clip with factor 1 for the frames doing
@@ -248,9 +255,10 @@ def _colour(
     by frame.
     """
     t = x.shape[1]
-    if per_frame and x.shape[2] * x.shape[3] > _SMALL_FRAME:
-        return torch.cat([_colour(x[:, i : i + 1], spec, rng) for i in range(t)], dim=1)
-    draws = [_draw_colour(spec, rng) for _ in range(t)] if per_frame else [_draw_colour(spec, rng)] * t
+    if len(draws) == 1:
+        draws = draws * t
+    elif x.shape[2] * x.shape[3] > _SMALL_FRAME:
+        return torch.cat([_apply_colour(x[:, i : i + 1], spec, [d]) for i, d in enumerate(draws)], dim=1)
     owned = False  # whether x is already a tensor made here, which may be written in place
     if spec.gray_first:
         x, owned = _gray_frames(x, draws), any(d.gray is not None for d in draws)
@@ -293,11 +301,66 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 # ---------------------------------------------------------------- public API
 
 
+@dataclass(frozen=True)
+class ClipParams:
+    """Every random number one clip's augmentation uses, drawn before any pixel is touched.
+
+    ``angle``: rotation in degrees (None: no rotation); ``box``: crop window (top, left, height, width) in the
+    (rotated) frame; ``flip``: horizontal flip; ``colour``: one draw for the clip, or one per frame, or none
+    when the spec has no colour op; ``sigma``: blur σ (None: no blur)."""
+
+    angle: float | None
+    box: tuple[int, int, int, int]
+    flip: bool
+    colour: tuple[_ColourDraw, ...]
+    sigma: float | None
+
+
+def draw_clip_params(spec: AugmentSpec, h: int, w: int, t: int, rng: np.random.Generator) -> ClipParams:
+    """Draw one clip's parameters for ``h``×``w`` frames, ``t`` of them, in the order :func:`augment_clip`
+    always drew them (angle, crop box, flip, blur or not, colour, σ)."""
+    angle = float(rng.uniform(-spec.rotate, spec.rotate)) if spec.rotate > 0 else None
+    box = _crop_box(h, w, spec, rng)
+    flip = bool(spec.flip and rng.random() < 0.5)
+    blur = spec.blur_p > 0 and rng.random() < spec.blur_p
+    colour: tuple[_ColourDraw, ...] = ()
+    if spec.jitter is not None or spec.grayscale_p > 0:
+        colour = tuple(_draw_colour(spec, rng) for _ in range(t if spec.per_frame_color else 1))
+    sigma = float(rng.uniform(0.1, 2.0)) if blur else None
+    return ClipParams(angle, box, flip, colour, sigma)
+
+
+def apply_clip_params(clip: torch.Tensor, spec: AugmentSpec, p: ClipParams, *, quantize: bool = True
+                      ) -> torch.Tensor:
+    """Apply drawn parameters to one 3×T×H×W clip (uint8, or float in [0, 1]).
+
+    Returns a uint8 3×T×crop×crop clip, or with ``quantize=False`` the float result before rounding to uint8.
+    """
+    x = clip
+    if p.angle is not None:
+        x = _rotate(x if x.is_floating_point() else x.float() / 255.0, p.angle)
+    top, left, ch, cw = p.box
+    x = x[..., top : top + ch, left : left + cw]
+    if p.flip:
+        x = x.flip(-1)
+    resize = (ch, cw) != (spec.crop, spec.crop)
+    if quantize and not (p.colour or p.sigma is not None or resize or x.is_floating_point()):
+        return x.contiguous()  # pure crop/flip: no float round trip
+    x = x if x.is_floating_point() else x.float() / 255.0
+    x = _resize(x, spec.crop)
+    if p.colour:
+        x = _apply_colour(x, spec, list(p.colour))
+    if p.sigma is not None:
+        x = _blur(x, p.sigma)
+    return (x * 255.0).round_().clamp_(0, 255).to(torch.uint8) if quantize else x
+
+
 def augment_clip(clip: torch.Tensor, spec: AugmentSpec, rng: np.random.Generator) -> torch.Tensor:
     """Augment one clip with parameters drawn once (colour per frame if ``spec.per_frame_color``).
 
-    Order: rotation (BE rotates the full frame), crop (random or random-resized), horizontal flip, colour jitter
-    and grayscale (grayscale first if ``spec.gray_first``), Gaussian blur.
+    The per-clip path (the reference the batched device path, ``vidssl.data.batch_augment``, is tested
+    against). Order: rotation (BE rotates the full frame), crop (random or random-resized), horizontal flip,
+    colour jitter and grayscale (grayscale first if ``spec.gray_first``), Gaussian blur.
 
     Args:
         clip: 3×T×H×W uint8 clip (already resized so its short side is at least ``spec.crop``).
@@ -315,25 +378,8 @@ def augment_clip(clip: torch.Tensor, spec: AugmentSpec, rng: np.random.Generator
             f"augment_clip expects a uint8 3×T×H×W clip, got {clip.dtype} of shape {tuple(clip.shape)}; "
             "use vidssl.data.clips.to_tensor on T×H×W×3 frames"
         )
-    x = clip
-    if spec.rotate > 0:
-        x = _rotate(x.float() / 255.0, float(rng.uniform(-spec.rotate, spec.rotate)))
-    top, left, ch, cw = _crop_box(x.shape[-2], x.shape[-1], spec, rng)
-    x = x[..., top : top + ch, left : left + cw]
-    if spec.flip and rng.random() < 0.5:
-        x = x.flip(-1)
-    colour = spec.jitter is not None or spec.grayscale_p > 0
-    blur = spec.blur_p > 0 and rng.random() < spec.blur_p
-    resize = (ch, cw) != (spec.crop, spec.crop)
-    if not (colour or blur or resize or x.is_floating_point()):
-        return x.contiguous()  # pure crop/flip: no float round trip
-    x = x if x.is_floating_point() else x.float() / 255.0
-    x = _resize(x, spec.crop)
-    if colour:
-        x = _colour(x, spec, rng, per_frame=spec.per_frame_color)
-    if blur:
-        x = _blur(x, float(rng.uniform(0.1, 2.0)))
-    return (x * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+    params = draw_clip_params(spec, clip.shape[-2], clip.shape[-1], clip.shape[1], rng)
+    return apply_clip_params(clip, spec, params)
 
 
 def center_view(clip: torch.Tensor, crop: int) -> torch.Tensor:
