@@ -29,7 +29,8 @@ from vidssl.data.augment import AugmentSpec, _blur, augment_clip
 from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, random_clip, read_list
 from vidssl.data.decode import decode_frames
 from vidssl.data.store import write_pack
-from vidssl.methods.mlfo import MLFODataset
+from vidssl.methods.base import sample_views
+from vidssl.methods.mlfo import MLFODataset, mlfo_augment, mlfo_augment_spec
 
 
 def frame_change(clip: torch.Tensor) -> float:
@@ -41,13 +42,14 @@ def frame_change(clip: torch.Tensor) -> float:
 def measure(records: list[VideoRecord], spec: ClipSpec, draws: int = 3) -> dict[str, float]:
     """Mean frame change of MLFO's two local clips over ``draws`` samples of every video, per augmentation."""
     out = {}
+    ds = MLFODataset(records, spec)
     for name, per_frame in (("crop only", None), ("colour per clip", False), ("colour per frame", True)):
-        ds = MLFODataset(records, spec, flip=False, per_frame_colour=bool(per_frame))
-        if per_frame is None:  # MLFO's crop alone: the change the video itself carries
-            ds.augment_spec = AugmentSpec(crop=spec.crop, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3))
+        aug = (AugmentSpec(crop=spec.crop, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)) if per_frame is None
+               else mlfo_augment_spec(spec.crop, flip=False, per_frame_colour=per_frame))
+        augment, g = mlfo_augment(aug), torch.Generator().manual_seed(0)
         torch.manual_seed(0)
         out[name] = float(np.mean([frame_change(c) for i in range(len(records)) for _ in range(draws)
-                                   for c in ds[i][:2]]))
+                                   for c in sample_views(augment, ds[i], g)[:2]]))
     return out
 
 

@@ -13,11 +13,14 @@ from vidssl.data.augment import AugmentSpec
 from vidssl.data.clips import ClipSpec, VideoRecord
 from vidssl.data.store import write_pack
 from vidssl.methods import registry
+from vidssl.methods.base import sample_views
 from vidssl.methods.be import (
     BE,
     BEConsistency,
     BEMoCo,
     BETripletDataset,
+    be_augment_spec,
+    triplet_augment,
     first_clips,
     temporal_negative_start,
     looped_indices,
@@ -111,13 +114,15 @@ def _triplet_starts(tmp_path, window: int) -> list[tuple[list[int], list[int]]]:
     ds = BETripletDataset(
         [VideoRecord("v", str(tmp_path / "v.zip"), n_frames, 3)],
         ClipSpec(frames=frames, stride=stride, resize=40, crop=40),
-        AugmentSpec(crop=40),
         window=window,
     )
     out = []
     for seed in range(12):
         torch.manual_seed(seed)
-        anchor, positive, negative, label, index = ds[0]
+        sample = ds[0]
+        assert len(sample) == 4  # (clip, other, label, index): the positive is the anchor's frames again
+        anchor, positive, negative, label, index = sample_views(triplet_augment(AugmentSpec(crop=40)), sample,
+                                                                torch.Generator())
         assert (label, index) == (3, 0) and anchor.shape == (3, frames, 40, 40)
         assert torch.equal(anchor, positive)  # same frames; this spec has no random augmentation
         a_idx = [round(float(anchor[0, i].float().mean()) / 10) for i in range(frames)]
@@ -144,14 +149,14 @@ def test_triplet_dataset_window_zero_draws_every_start(tmp_path) -> None:
 def test_make_dataset_uses_be_stride_and_augmentation(tmp_path) -> None:
     write_pack(tmp_path / "v.zip", np.zeros((40, 40, 40, 3), dtype=np.uint8))
     cfg = SimpleNamespace(seed=0, pretrain=SimpleNamespace(be=BEParams()))
-    ds = BE.make_dataset([VideoRecord("v", str(tmp_path / "v.zip"), 40, 0)], ClipSpec(8, 1, 40, 32), cfg)
+    spec = ClipSpec(8, 1, 40, 32)
+    ds = BE.make_dataset([VideoRecord("v", str(tmp_path / "v.zip"), 40, 0)], spec, cfg)
     assert isinstance(ds, BETripletDataset) and ds.spec.stride == 4
-    assert (
-        ds.augment.rotate == 10.0
-        and ds.augment.jitter == (0.5, 0.5, 0.25, 0.5)
-        and ds.augment.jitter_p == 1.0
-    )
-    assert all(x.shape == (3, 8, 32, 32) for x in ds[0][:3])
+    aug = be_augment_spec(cfg.pretrain.be, 32)
+    assert aug.rotate == 10.0 and aug.jitter == (0.5, 0.5, 0.25, 0.5) and aug.jitter_p == 1.0
+    views = sample_views(BE.from_config(build_backbone("tiny", width=4), cfg, n_samples=1).make_augment(spec, cfg),
+                         ds[0], torch.Generator())
+    assert all(x.shape == (3, 8, 32, 32) for x in views[:3])
 
 
 # ---------------------------------------------------------------- BE (moco / triplet)
@@ -253,18 +258,18 @@ def test_moco_baseline_reads_its_negative_from_another_video(tmp_path) -> None:
         video = np.stack([np.full((40, 40, 3), 50 * v + 2 * t, dtype=np.uint8) for t in range(24)])
         write_pack(tmp_path / f"v{v}.zip", video)
         records.append(VideoRecord(f"v{v}", str(tmp_path / f"v{v}.zip"), 24, v))
-    ds = BETripletDataset(records, ClipSpec(4, 2, 40, 40), AugmentSpec(crop=40), window=0, negative="other")
+    ds = BETripletDataset(records, ClipSpec(4, 2, 40, 40), window=0, negative="other")
     seen = set()
     for seed in range(60):
         torch.manual_seed(seed)
-        anchor, _, negative, _, index = ds[seed % 3]
+        anchor, negative, _, index = ds[seed % 3]
         assert round(float(anchor[0, 0].float().mean())) // 50 == index
         other = round(float(negative[0, 0].float().mean())) // 50
         assert other != index
         seen.add((index, other))
     assert len(seen) == 6  # every ordered pair of distinct videos turns up
     with pytest.raises(ValueError, match="another video"):
-        BETripletDataset(records[:1], ClipSpec(4, 2, 40, 40), AugmentSpec(crop=40), negative="other")
+        BETripletDataset(records[:1], ClipSpec(4, 2, 40, 40), negative="other")
 
 
 def test_moco_baseline_config_reads_its_own_section_and_refuses_other_variants(tmp_path) -> None:

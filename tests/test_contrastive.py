@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from vidssl.config import Params
 from vidssl.data.clips import ClipSpec, VideoRecord
 from vidssl.data.store import write_pack
+from vidssl.methods.base import sample_views
 from vidssl.methods.contrastive import CMC, Contrastive, MoCo, SimCLR, TwoClipDataset, nt_xent_extra
 from vidssl.methods.losses import nt_xent
 from vidssl.methods.params_contrastive import ContrastiveParams
@@ -177,9 +178,13 @@ def test_two_clip_dataset(tmp_path) -> None:
         write_pack(path, frames)
         recs.append(VideoRecord(f"v{i}", str(path), 24, i))
     cfg = SimpleNamespace(seed=0, pretrain=SimpleNamespace(simclr=ContrastiveParams(jitter=None, blur_p=0.0)))
-    ds = SimCLR.make_dataset(recs, ClipSpec(frames=T, stride=1, resize=40, crop=S), cfg)
+    spec = ClipSpec(frames=T, stride=1, resize=40, crop=S)
+    ds = SimCLR.make_dataset(recs, spec, cfg)
     assert isinstance(ds, TwoClipDataset)
     torch.manual_seed(0)
     x1, x2, label, index = ds[1]
-    assert x1.shape == x2.shape == (3, T, S, S) and x1.dtype == torch.uint8
-    assert (label, index) == (1, 1) and not torch.equal(x1, x2)
+    assert x1.shape == x2.shape == (3, T, 40, 40) and x1.dtype == torch.uint8  # frames only, uncropped
+    augment = SimCLR.from_config(build_backbone("tiny", width=4), cfg, n_samples=2).make_augment(spec, cfg)
+    v1, v2, label, index = sample_views(augment, (x1, x2, label, index), torch.Generator())
+    assert v1.shape == v2.shape == (3, T, S, S) and v1.dtype == torch.uint8
+    assert (label, index) == (1, 1) and not torch.equal(v1, v2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,11 +13,14 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from vidssl.config import Params
-from vidssl.data.clips import ClipSpec, VideoRecord, random_crop
+from vidssl.data.augment import AugmentSpec
+from vidssl.data.clips import ClipSpec, VideoRecord
 from vidssl.data.store import write_pack
+from vidssl.methods.base import sample_views
 from vidssl.methods.dualvar import (
     DualVar,
     DualVarDataset,
+    dualvar_augment,
     SeriesHead,
     centred_indices,
     resolve_rank_clamp,
@@ -77,45 +79,80 @@ def test_sample_clip_indices_flip_reverses_a_and_b_together() -> None:
     assert a == sorted(a) and b == sorted(b)
 
 
-def _dataset(tmp_path: Path, crop_only_p: float, rand_flip: bool = True) -> DualVarDataset:
-    crop = partial(random_crop, size=32)
-
-    def light(clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        out = crop(clip, rng=rng).clone()
-        out[0] = 0  # marks the crop-only transform in channel 0
-        return out
-
+def _dataset(tmp_path: Path, rand_flip: bool = True) -> DualVarDataset:
     spec = ClipSpec(frames=8, stride=3, resize=40, crop=32)
-    return DualVarDataset([_pack(tmp_path)], spec, stride=3, rand_flip=rand_flip, crop_only_p=crop_only_p,
-                          light=light, full=crop)
+    return DualVarDataset([_pack(tmp_path)], spec, stride=3, rand_flip=rand_flip)
 
 
 def test_dataset_clips_follow_sampler_and_c_equals_a(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    ds = _dataset(tmp_path, crop_only_p=0.2)
-    light_used, flipped = 0, 0
+    ds = _dataset(tmp_path)
+    # Without colour the views keep the 10·i greys, so every clip's frame indices can be read off its pixels.
+    augment, g = dualvar_augment(AugmentSpec(crop=32), crop_only_p=0.2), torch.Generator().manual_seed(0)
+    flipped = 0
     for _ in range(60):
-        a, b, c, label, index = ds[0]
-        assert a.shape == b.shape == c.shape == (3, 8, 32, 32) and a.dtype == torch.uint8
+        a, b, label, index = ds[0]
+        assert a.shape == b.shape == (3, 8, 40, 40) and a.dtype == torch.uint8  # frames only, uncropped
         assert (label, index) == (3, 0)
+        a, b, c, label, index = sample_views(augment, (a, b, label, index), g)
+        assert a.shape == b.shape == c.shape == (3, 8, 32, 32) and (label, index) == (3, 0)
         ids_a, ids_b = _frame_ids(a), _frame_ids(b)
         assert ids_a == _frame_ids(c)
         for ids in (ids_a, ids_b):
             fwd = sorted(ids)
             assert any(fwd == centred_indices(m, 8, 3, 24) for m in range(24)), ids
-        light_used += int(a[0].float().mean() == 0)
         flipped += int(ids_a[0] > ids_a[-1] or ids_b[0] > ids_b[-1])
-        assert b[0].float().mean() > 0 or ids_b == [0] * 8  # B and C always get the full transform
-        assert c[0].float().mean() > 0 or ids_a == [0] * 8
-    assert 3 <= light_used <= 25 and 15 <= flipped <= 45
+    assert 15 <= flipped <= 45
+
+
+def test_a_gets_the_crop_only_transform_with_its_probability(tmp_path: Path) -> None:
+    # Flat grey frames: a crop leaves a clip as it was read; the full transform here rescales its brightness
+    # (factor in [0.5, 1.5]), which leaves it unchanged only where the factor rounds away on every level.
+    torch.manual_seed(0)
+    ds = _dataset(tmp_path)
+    full = AugmentSpec(crop=32, jitter=(0.5, 0, 0, 0), jitter_p=1.0)
+    augment, g = dualvar_augment(full, crop_only_p=0.2), torch.Generator().manual_seed(0)
+    unchanged = np.zeros(3, dtype=int)
+    for _ in range(60):
+        a_in, b_in, label, index = ds[0]
+        a, b, c, _, _ = sample_views(augment, (a_in, b_in, label, index), g)
+        same = [torch.equal(x, src[..., :32, :32]) for x, src in ((a, a_in), (b, b_in), (c, a_in))]
+        unchanged += same
+        am, cm = a[1].float().mean(dim=(1, 2)), c[1].float().mean(dim=(1, 2))
+        keep = (am > 0) & (am < 160)  # frames no factor clamps at 255
+        if same[0] and keep.any():  # C is A's frames, times one factor
+            r = float(cm[keep].sum() / am[keep].sum())
+            assert 0.45 < r < 1.55 and (cm[keep] - r * am[keep]).abs().max() <= 1.0
+    assert 3 <= unchanged[0] <= 25  # p = 0.2 of 60
+    assert unchanged[1] <= 2 and unchanged[2] <= 2  # B and C always get the full transform
+
+
+def test_c_is_a_with_its_own_draw() -> None:
+    # Without colour, A (crop-only or not) and C are two crops of the same frames, each its own window.
+    a = torch.randint(0, 256, (4, 3, 8, 40, 40), dtype=torch.uint8).float() / 255
+    b = torch.rand(4, 3, 8, 40, 40)
+    out = dualvar_augment(AugmentSpec(crop=32), 0.2)((a, b, "label", "index"), torch.Generator().manual_seed(0))
+    va, vb, vc = out[:3]
+    assert out[3:] == ("label", "index")
+
+    def window_of(view: torch.Tensor, src: torch.Tensor) -> tuple[int, int] | None:
+        hits = [(i, j) for i in range(9) for j in range(9) if torch.equal(view, src[..., i : i + 32, j : j + 32])]
+        return hits[0] if hits else None
+
+    wa = [window_of(va[k], a[k]) for k in range(4)]
+    wc = [window_of(vc[k], a[k]) for k in range(4)]
+    assert all(w is not None for w in wa + wc) and wa != wc
+    assert all(window_of(vb[k], b[k]) is not None for k in range(4))
 
 
 def test_make_dataset_defaults(tmp_path: Path) -> None:
     torch.manual_seed(1)
-    ds = DualVar.make_dataset([_pack(tmp_path)], ClipSpec(frames=8, stride=1, resize=40, crop=32), Params())
-    a, b, c, _, _ = ds[0]
+    spec = ClipSpec(frames=8, stride=1, resize=40, crop=32)
+    ds = DualVar.make_dataset([_pack(tmp_path)], spec, Params())
+    a, b, c, _, _ = sample_views(DualVar(build_backbone("tiny", width=4)).make_augment(spec, Params()), ds[0],
+                                 torch.Generator())
     assert a.shape == b.shape == c.shape == (3, 8, 32, 32)
-    assert ds.stride == 4 and ds.rand_flip and ds.crop_only_p == 0.2
+    assert ds.stride == 4 and ds.rand_flip
 
 
 def test_colour_params_reach_the_full_transform(tmp_path: Path) -> None:
@@ -124,16 +161,17 @@ def test_colour_params_reach_the_full_transform(tmp_path: Path) -> None:
     rec = _pack(tmp_path)
     spec = ClipSpec(frames=8, stride=1, resize=40, crop=32)
 
-    def dataset(**dv: object) -> DualVarDataset:
-        return DualVar.make_dataset([rec], spec, Params(pretrain={"dualvar": {"crop_only_p": 0.0, **dv}}))
+    method, g = DualVar(build_backbone("tiny", width=4)), torch.Generator()
 
-    off = dataset(jitter=[0, 0, 0, 0], jitter_p=0.0, blur_p=0.0)
-    on = dataset(jitter=[0.5, 0, 0, 0], jitter_p=1.0, blur_p=0.0)
+    def views(**dv: object):
+        cfg = Params(pretrain={"dualvar": {"crop_only_p": 0.0, **dv}})
+        return sample_views(method.make_augment(spec, cfg), DualVar.make_dataset([rec], spec, cfg)[0], g)
+
     torch.manual_seed(0)
     for _ in range(5):
-        for clip in off[0][:3]:
+        for clip in views(jitter=[0, 0, 0, 0], jitter_p=0.0, blur_p=0.0)[:3]:
             assert all(v % 10 == 0 for v in clip.flatten().unique().tolist())  # still 10·frame greys
-        _, b, c, _, _ = on[0]
+        _, b, c, _, _ = views(jitter=[0.5, 0, 0, 0], jitter_p=1.0, blur_p=0.0)
         assert not all(v % 10 == 0 for v in torch.cat([b, c]).flatten().unique().tolist())
 
 

@@ -1,4 +1,5 @@
-"""Every registered method, through its own dataset: finite loss, gradients reach the backbone, terms by name."""
+"""Every registered method, through its own dataset and device augmentation: finite loss, gradients reach the
+backbone, terms by name."""
 
 from __future__ import annotations
 
@@ -24,9 +25,13 @@ def _tiny_step(name: str, lists: Path, device: str = "cpu", epoch: int = 0):
     cfg = parse_params({"pretrain": {"method": name, "batch_size": 4, "workers": 0}})
     records = read_list(lists / "pretrain.csv")
     method = build_method(name, build_backbone("tiny", width=4), cfg, n_samples=len(records)).to(device)
-    ds = method.make_dataset(records, ClipSpec(frames=8, stride=1, resize=40, crop=32), cfg)
+    spec = ClipSpec(frames=8, stride=1, resize=40, crop=32)
+    ds = method.make_dataset(records, spec, cfg)
     batch = move_batch(next(iter(make_loader(ds, batch_size=4, workers=0, shuffle=True, seed=0, drop_last=True))),
-                       torch.device(device))
+                       torch.device(device), floats=False)
+    batch = method.make_augment(spec, cfg)(batch, method.augment_generator)
+    clips = [b for b in batch if torch.is_tensor(b) and b.dim() >= 5]
+    assert clips and all(c.shape[-2:] == (32, 32) and c.device.type == device for c in clips)
     method.train()
     loss, terms = method.training_step(batch, epoch=epoch)
     return method, loss, terms

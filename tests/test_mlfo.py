@@ -10,13 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from vidssl.config import ClipParams, Params
-from vidssl.data.clips import ClipSpec, VideoRecord, center_crop, read_list
+from vidssl.data.clips import ClipSpec, VideoRecord, read_list
 from vidssl.data.store import write_pack
 from vidssl.methods import mlfo as mlfo_module
 from vidssl.methods.losses import sinkhorn
+from vidssl.data.augment import AugmentSpec
+from vidssl.methods.base import sample_views
 from vidssl.methods.mlfo import (
     MLFO,
     MLFODataset,
+    mlfo_augment,
+    mlfo_augment_spec,
     clip_contrast,
     graph_loss,
     graph_target,
@@ -152,18 +156,21 @@ def test_split_clips_relation() -> None:
     assert torch.equal(g, torch.cat([c1[:, ::2], c2[:, ::2]], dim=1))  # global covers both clips at 2× rate
 
 
-def test_dataset_yields_three_clips_with_the_index_rule(tmp_path, monkeypatch) -> None:
+def test_dataset_yields_three_clips_with_the_index_rule(tmp_path) -> None:
     frames = [np.full((40, 40, 3), 8 * k, dtype=np.uint8) for k in range(24)]  # pixel value encodes the frame
     path = tmp_path / "v.zip"
     write_pack(path, frames)
     ds = MLFODataset([VideoRecord("v", str(path), 24, 3)], ClipSpec(frames=8, resize=40, crop=32))
     torch.manual_seed(0)
-    c1, c2, g, label, index = ds[0]
+    video, label, index = ds[0]
+    assert (label, index) == (3, 0) and video.dtype == torch.uint8 and video.shape == (3, 16, 40, 40)
+    c1, c2, g, label, index = sample_views(mlfo_augment(mlfo_augment_spec(32)), (video, label, index),
+                                           torch.Generator())
     assert (label, index) == (3, 0)
     for clip in (c1, c2, g):
         assert clip.dtype == torch.uint8 and clip.shape == (3, 8, 32, 32)
-    monkeypatch.setattr(MLFODataset, "_augment", lambda self, clip, rng: center_crop(clip, 32))
-    c1, c2, g, _, _ = ds[0]
+    plain = mlfo_augment(AugmentSpec(crop=32))  # crop only: the frames' values stay readable
+    c1, c2, g, _, _ = sample_views(plain, ds[0], torch.Generator())
     ids = [torch.round(c[0, :, 16, 16].float() / 8).long() for c in (c1, c2, g)]
     assert torch.equal(ids[2], torch.cat([ids[0][::2], ids[1][::2]]))
     steps = torch.diff(torch.cat(ids[:2])).float()
@@ -180,11 +187,11 @@ def test_flip_param_mirrors_clips_or_never(tmp_path, flip: bool) -> None:
     spec = ClipSpec(frames=8, resize=40, crop=32)
     cfg = Params(pretrain={"mlfo": {"flip": flip}})
     ds = MLFO.make_dataset([VideoRecord("v", str(path), 24, 0)], spec, cfg)
-    assert ds.augment_spec.flip is flip
+    augment = make_mlfo().make_augment(spec, cfg)
     torch.manual_seed(0)
     mirrored = 0
     for _ in range(10):
-        for clip in ds[0][:3]:
+        for clip in sample_views(augment, ds[0], torch.Generator().manual_seed(_))[:3]:
             x = clip.float().mean(dim=(0, 1, 2))  # column means over channels, frames and rows
             mirrored += int(x[:8].mean() > x[-8:].mean())
     assert (mirrored > 0) is flip
@@ -198,10 +205,11 @@ def test_colour_param_draws_per_frame_or_once_per_clip(tmp_path, colour: str) ->
     path = tmp_path / "v.zip"
     write_pack(path, [frame] * 24)
     cfg = Params(pretrain={"mlfo": {"colour": colour}})
-    ds = MLFO.make_dataset([VideoRecord("v", str(path), 24, 0)], ClipSpec(frames=8, resize=40, crop=32), cfg)
-    assert ds.augment_spec.per_frame_color is (colour == "frame")
+    spec = ClipSpec(frames=8, resize=40, crop=32)
+    ds = MLFO.make_dataset([VideoRecord("v", str(path), 24, 0)], spec, cfg)
+    augment, g = make_mlfo().make_augment(spec, cfg), torch.Generator()
     torch.manual_seed(0)
-    clips = [clip for _ in range(4) for clip in ds[0][:3]]
+    clips = [clip for _ in range(4) for clip in sample_views(augment, ds[0], g)[:3]]
     still = [all(torch.equal(c[:, i], c[:, 0]) for i in range(1, c.shape[1])) for c in clips]
     assert all(still) is (colour == "clip") and any(still) is (colour == "clip")
     assert len({c.float().mean().item() for c in clips}) > 1  # per clip, the colour still changes between clips
@@ -211,7 +219,7 @@ def test_config_builds_method_and_dataset(tiny_lists) -> None:
     cfg = Params(clip=ClipParams(frames=8, resize=40, crop=32))
     records = read_list(tiny_lists / "pretrain.csv")
     ds = MLFO.make_dataset(records, ClipSpec(frames=8, resize=40, crop=32), cfg)
-    assert len(ds) == len(records) and len(ds[0]) == 5
+    assert len(ds) == len(records) and len(ds[0]) == 3 and ds[0][0].shape[1] == 16  # 2T frames
     m = MLFO.from_config(build_backbone("tiny", width=8), cfg, n_samples=len(records))
     assert m.p == MLFOParams() and m.prototype.weight.shape == (200, 128)
     assert m.me_low.expand.out_channels == 16 and m.me_mid.expand.out_channels == 32  # read from the stages
@@ -223,7 +231,9 @@ def test_seq_sets_the_pretraining_clip_length_only(tmp_path) -> None:
     spec, rec = ClipSpec(frames=8, resize=40, crop=32), VideoRecord("v", str(path), 40, 0)
     for seq, frames in ((0, 8), (16, 16)):
         cfg = Params(clip=ClipParams(frames=8, resize=40, crop=32), pretrain={"mlfo": {"seq": seq}})
-        clip1, clip2, glob = MLFO.make_dataset([rec], spec, cfg)[0][:3]
+        m = MLFO.from_config(build_backbone("tiny", width=8), cfg, n_samples=1)
+        clip1, clip2, glob = sample_views(m.make_augment(spec, cfg), MLFO.make_dataset([rec], spec, cfg)[0],
+                                          torch.Generator())[:3]
         assert clip1.shape[1] == clip2.shape[1] == glob.shape[1] == frames
     assert spec.frames == 8  # the shared clip (retrieval, fine-tune) is untouched
 

@@ -15,7 +15,11 @@ from vidssl.config import Params
 from vidssl.data.clips import ClipSpec, VideoRecord
 from vidssl.data.store import write_pack
 from vidssl.methods.params_vcop import VCOPParams
-from vidssl.methods.vcop import VCOP, OrderHead, VCOPDataset, order_label, permutations, tuple_indices
+from vidssl.data.augment import AugmentSpec
+from vidssl.methods.base import sample_views
+from vidssl.methods.vcop import (
+    VCOP, OrderHead, VCOPDataset, order_label, permutations, tuple_augment, tuple_indices,
+)
 from vidssl.models import build_backbone
 
 
@@ -46,9 +50,11 @@ def test_dataset_shuffled_clips_match_label(tmp_path: Path) -> None:
     spec = ClipSpec(frames=4, stride=1, resize=40, crop=32)
     ds = VCOPDataset([VideoRecord("v", str(tmp_path / "v.zip"), 30, 7)], spec, tuple_len=3, interval=2)
     torch.manual_seed(0)
-    seen = set()
+    seen, g = set(), torch.Generator()
     for _ in range(40):
-        clips, perm_label, label, index = ds[0]
+        sample = ds[0]
+        assert sample[0].shape == (3, 3, 4, 40, 40) and sample[0].dtype == torch.uint8  # frames only, uncropped
+        clips, perm_label, label, index = sample_views(tuple_augment(AugmentSpec(crop=32)), sample, g)
         assert clips.shape == (3, 3, 4, 32, 32) and clips.dtype == torch.uint8 and (label, index) == (7, 0)
         ids = [[round(v / 8) for v in c[1].float().mean(dim=(1, 2)).tolist()] for c in clips]
         order = permutations(3)[perm_label]

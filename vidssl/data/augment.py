@@ -138,10 +138,10 @@ def _blend(a: torch.Tensor, b: torch.Tensor, factors: np.ndarray) -> torch.Tenso
     return (f * a + torch.from_numpy(1.0 - factors).float().view(-1, 1, 1) * b).clamp_(0.0, 1.0)
 
 
-def _hue_shift(x: torch.Tensor, shift: float) -> torch.Tensor:
-    """Add ``shift`` (in turns) to the HSV hue, as torchvision's adjust_hue."""
-    r, g, b = x[0], x[1], x[2]
-    maxc, minc = x.max(dim=0).values, x.min(dim=0).values
+def _hue_shift(x: torch.Tensor, shift: float | torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Add ``shift`` (in turns) to the HSV hue, as torchvision's adjust_hue; RGB along ``dim``."""
+    r, g, b = x.unbind(dim)
+    maxc, minc = x.amax(dim=dim), x.amin(dim=dim)
     delta = maxc - minc
     safe = torch.where(delta > 0, delta, torch.ones_like(delta))
     s = torch.where(
@@ -162,7 +162,7 @@ def _hue_shift(x: torch.Tensor, shift: float) -> torch.Tensor:
         sel = i == k
         for ch in range(3):
             out[ch] = torch.where(sel, chans[ch], out[ch])
-    return torch.stack(out)
+    return torch.stack(out, dim=dim)
 
 
 @dataclass(frozen=True)

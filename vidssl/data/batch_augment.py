@@ -238,8 +238,11 @@ def _crop(x: torch.Tensor, spec: AugmentSpec, p: BatchParams) -> torch.Tensor:
     a_h = resize_weights(h, s, top, ch).to(dev, xf.dtype)
     a_w = resize_weights(w, s, left, cw)
     a_w = torch.where(p.flip[:, None, None], a_w.flip(1), a_w).to(dev, xf.dtype)
-    y = a_h[:, None] @ xf.reshape(n, c * t, h, w) @ a_w.transpose(1, 2)[:, None]
-    return y.view(n, c, t, s, s)
+    # one large matrix product per clip and axis (many small per-frame products cost more than they compute)
+    y = torch.bmm(xf.reshape(n, c * t * h, w), a_w.transpose(1, 2))  # N×(CTH)×S
+    y = y.view(n, c * t, h, s).transpose(1, 2).reshape(n, h, c * t * s)
+    y = torch.bmm(a_h, y)  # N×S×(CT·S)
+    return y.view(n, s, c, t, s).permute(0, 2, 3, 1, 4)
 
 
 def _blend(a: torch.Tensor, b: torch.Tensor, f64: torch.Tensor) -> torch.Tensor:
@@ -261,7 +264,7 @@ def _colour_op(op: int, y: torch.Tensor, f64: torch.Tensor) -> torch.Tensor:
         return _blend(y, _gray(y).mean(dim=(2, 3), keepdim=True), f64)
     if op == 2:
         return _blend(y, _gray(y), f64)
-    return _hue_shift(y.transpose(0, 1), f64.to(y.dtype).view(-1, 1, 1)).transpose(0, 1)
+    return _hue_shift(y, f64.to(y.dtype).view(-1, 1, 1), dim=1)
 
 
 def _gray_frames(y: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
@@ -342,27 +345,26 @@ def apply_batch(clips: torch.Tensor, spec: AugmentSpec, p: BatchParams) -> torch
     return x.contiguous()
 
 
-def draw_views(clips: list[torch.Tensor], spec: AugmentSpec, generator: torch.Generator) -> list[BatchParams]:
+def draw_views(clips: list[torch.Tensor], spec: AugmentSpec, generator: torch.Generator, *, world: int = 1,
+               rank: int = 0) -> list[BatchParams]:
     """Parameters for each of several batches of clips (each N×3×T×H×W, this process's rows).
 
-    Under data parallelism each batch's parameters are drawn for the global batch (world·N clips) and this
-    rank keeps its rows, so every clip gets what it would get in one process with the global batch."""
-    from vidssl.methods.distributed import rank, world_size
-
-    world, me = world_size(), rank()
+    With ``world`` > 1 processes (data parallelism) each batch's parameters are drawn for the global batch
+    (world·N clips) and rank ``rank`` keeps its rows, so every clip gets what it would get in one process with
+    the global batch."""
     out = []
     for x in clips:
         n, _, t, h, w = x.shape
         p = draw_batch(spec, n * world, h, w, t, generator)
-        out.append(p.rows(slice(me * n, (me + 1) * n)) if world > 1 else p)
+        out.append(p.rows(slice(rank * n, (rank + 1) * n)) if world > 1 else p)
     return out
 
 
-def augment_views(clips: list[torch.Tensor], spec: AugmentSpec, generator: torch.Generator,
-                  params: list[BatchParams] | None = None) -> list[torch.Tensor]:
+def augment_views(clips: list[torch.Tensor], spec: AugmentSpec, generator: torch.Generator, *,
+                  params: list[BatchParams] | None = None, world: int = 1, rank: int = 0) -> list[torch.Tensor]:
     """Augment several batches of same-sized clips with one spec in one pass (parameters: :func:`draw_views`
     unless given). Returns float clips in [0, 1], one tensor per input."""
-    params = params if params is not None else draw_views(clips, spec, generator)
+    params = params if params is not None else draw_views(clips, spec, generator, world=world, rank=rank)
     sizes = [x.shape[0] for x in clips]
     out = apply_batch(torch.cat(clips) if len(clips) > 1 else clips[0], spec, BatchParams.cat(params))
     return list(out.split(sizes))

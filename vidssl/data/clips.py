@@ -170,15 +170,18 @@ def _sample_rng() -> np.random.Generator:
 
 
 class ClipDataset(Dataset):
-    """One random clip per video (training): returns (3×T×S×S uint8 clip, label, index)."""
+    """One random clip per video (training): returns (3×T×S×S uint8 clip, label, index).
 
-    def __init__(self, records: Sequence[VideoRecord], spec: ClipSpec) -> None:
+    ``crop=False`` leaves the clip at the resize (3×T×H×W), for augmentation on the training device."""
+
+    def __init__(self, records: Sequence[VideoRecord], spec: ClipSpec, *, crop: bool = True) -> None:
         kept = usable_records(records, spec)
         # Under ``loop`` a short video is presented as its looped self, one clip span long, so every sampler
         # (each method's own) draws indices as for a long video and ``load`` maps them back with ``looped``.
         self.frames = [r.n_frames for r in kept]
         self.records = [r if r.n_frames >= spec.span else replace(r, n_frames=spec.span) for r in kept]
         self.spec = spec
+        self.crop = crop
         self.packs = [FramePack(r.frames_path) for r in self.records]
 
     def __len__(self) -> int:
@@ -193,7 +196,7 @@ class ClipDataset(Dataset):
         rng = _sample_rng()
         rec, s = self.records[index], self.spec
         clip = self.load(index, random_clip(rec.n_frames, s.frames, s.stride, rng))
-        return random_crop(clip, s.crop, rng).contiguous(), rec.label, index
+        return (random_crop(clip, s.crop, rng).contiguous() if self.crop else clip), rec.label, index
 
 
 class MultiClipDataset(ClipDataset):

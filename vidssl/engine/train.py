@@ -52,15 +52,16 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def move_batch(batch: Any, dev: torch.device) -> Any:
-    """Move a (nested) batch to ``dev``; uint8 clip tensors (5-D and up) become float in [0, 1] there."""
+def move_batch(batch: Any, dev: torch.device, *, floats: bool = True) -> Any:
+    """Move a (nested) batch to ``dev``; uint8 clip tensors (5-D and up) become float in [0, 1] there unless
+    ``floats`` is False (the methods' augmentation takes uint8 and crops before converting)."""
     if torch.is_tensor(batch):
         batch = batch.to(dev, non_blocking=True)
-        return to_float(batch) if batch.dim() >= 5 else batch
+        return to_float(batch) if floats and batch.dim() >= 5 else batch
     if isinstance(batch, (list, tuple)):
-        return type(batch)(move_batch(b, dev) for b in batch)
+        return type(batch)(move_batch(b, dev, floats=floats) for b in batch)
     if isinstance(batch, dict):
-        return {k: move_batch(v, dev) for k, v in batch.items()}
+        return {k: move_batch(v, dev, floats=floats) for k, v in batch.items()}
     return batch
 
 
@@ -344,15 +345,17 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
     precision.apply(method)
     compile_backbone(method, t.compile)
     model = ddp.wrap(method, par)  # what a training step calls: the method, or DDP around it
-    ds = method.make_dataset(records, clip_spec(cfg), cfg)
+    ds = method.make_dataset(records, clip_spec(cfg), cfg)  # frames only: uint8 clips, uncropped
+    augment = method.make_augment(clip_spec(cfg), cfg)  # the views, batched on the device
     params = [q for q in method.parameters() if q.requires_grad]  # EMA key encoders are not optimised
     opt = make_optimizer(params, p)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=p.milestones, gamma=p.gamma)
     # The frames too: re-extracted packs behind an unchanged list must not resume (or reuse) a finished run.
-    # "state": 3 since checkpoints are kept per run key with mid-epoch state.
+    # "state": 4 since augmentation draws from the method's generator on the device (3: checkpoints kept per
+    # run key with mid-epoch state); older checkpoints cannot resume to the same run.
     key = run_key(p.method,
                   {"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
-                   "pretrain": p.used(), "precision": precision.name, "accumulate": t.accumulate, "state": 3},
+                   "pretrain": p.used(), "precision": precision.name, "accumulate": t.accumulate, "state": 4},
                   {"list": file_digest(list_path), "frames": packs_fingerprint(r.frames_path for r in records)})
     steps_per_epoch = len(records) // p.batch_size * t.accumulate
 
@@ -366,7 +369,7 @@ def pretrain(cfg: Params, lists_dir: Path, persist_dir: Path, out_dir: Path,
                                 worker_init_fn=_worker_init if workers else None)
 
     def step(batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float], int]:
-        batch = move_batch(batch, dev)
+        batch = augment(move_batch(batch, dev, floats=False), method.augment_generator)
         loss, terms = model(batch, epoch)
         return loss, terms, _batch_len(batch)
 

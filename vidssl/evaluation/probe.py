@@ -64,6 +64,7 @@ def heldout_probes(cfg: Params, lists_dir: Path, state: Path | None, *, passes: 
     # method built for this call only, so nothing it updates on the way (BN stats, queues) is kept.
     method.to(dev).train()
     ds = method.make_dataset(test, clip_spec(cfg), cfg)
+    augment = method.make_augment(clip_spec(cfg), cfg)
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     with torch.no_grad():
@@ -71,7 +72,8 @@ def heldout_probes(cfg: Params, lists_dir: Path, state: Path | None, *, passes: 
             loader = make_loader(ds, batch_size=batch_size, workers=0, shuffle=True, seed=cfg.seed * 1000 + k,
                                  drop_last=True)
             for batch in loader:
-                _, terms = method.training_step(move_batch(batch, dev), cfg.pretrain.epochs - 1)
+                batch = augment(move_batch(batch, dev, floats=False), method.augment_generator)
+                _, terms = method.training_step(batch, cfg.pretrain.epochs - 1)
                 for name in method.probes:
                     if name in terms:
                         sums[name] = sums.get(name, 0.0) + terms[name]

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidssl.data.augment import AugmentSpec, augment_clip
+from vidssl.data.augment import AugmentSpec
 from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, _sample_rng
-from vidssl.methods.base import Batch, Method
+from vidssl.methods.base import Augment, Batch, Method, augment_clips
 from vidssl.methods.distributed import gather_with_grad
 from vidssl.methods.losses import nce_softmax_loss
 from vidssl.methods.params_be import BEParams
@@ -71,22 +71,23 @@ def start_range(n_frames: int, frames: int, stride: int, window: int) -> int:
 
 
 class BETripletDataset(ClipDataset):
-    """(anchor, positive, negative, label, index): anchor and positive read the same frames and are augmented
-    independently; the negative is another time of the same video (:func:`temporal_negative_start`), or with
-    ``negative="other"`` a clip of another video drawn by the same start rule (BE's MoCo baseline)."""
+    """(clip, other, label, index), uncropped: the anchor's frames and the negative's; the negative is another
+    time of the same video (:func:`temporal_negative_start`), or with ``negative="other"`` a clip of another
+    video drawn by the same start rule (BE's MoCo baseline). :func:`triplet_augment` makes the anchor and the
+    positive (the same frames, augmented independently) and the negative on the training device."""
 
     def __init__(
-        self, records: Sequence[VideoRecord], spec: ClipSpec, augment: AugmentSpec, thresh: int = 2,
+        self, records: Sequence[VideoRecord], spec: ClipSpec, thresh: int = 2,
         window: int = 32, negative: Literal["video", "other"] = "video",
     ) -> None:
-        super().__init__(records, spec)
+        super().__init__(records, spec, crop=False)
         if negative not in ("video", "other"):
             raise ValueError(f"BE negative {negative!r}: use 'video' (BE) or 'other' (its MoCo baseline)")
         if negative == "other" and len(records) < 2:
             raise ValueError("BE's MoCo baseline draws its negative from another video; the list holds only one")
-        self.augment, self.thresh, self.window, self.negative = augment, thresh, window, negative
+        self.thresh, self.window, self.negative = thresh, window, negative
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         rng = _sample_rng()
         rec, s = self.records[index], self.spec
         last = start_range(rec.n_frames, s.frames, s.stride, self.window)
@@ -101,9 +102,24 @@ class BETripletDataset(ClipDataset):
             r = self.records[j]
             n = int(rng.integers(0, start_range(r.n_frames, s.frames, s.stride, self.window) + 1))
             other = self.load(j, looped_indices(n, s.frames, s.stride, r.n_frames))
-        anchor, positive = augment_clip(clip, self.augment, rng), augment_clip(clip, self.augment, rng)
-        negative = augment_clip(other, self.augment, rng)
-        return anchor, positive, negative, rec.label, index
+        return clip, other, rec.label, index
+
+
+def be_augment_spec(p: BEParams, crop: int) -> AugmentSpec:
+    """BE's clip-consistent augmentation: rotation, random crop, colour jitter (METHODS.md §4(a))."""
+    return AugmentSpec(crop=crop, jitter=tuple(p.jitter), jitter_p=p.jitter_p, rotate=p.rotate)
+
+
+def triplet_augment(spec: AugmentSpec) -> Augment:
+    """(clip, other, label, index) -> (anchor, positive, negative, label, index): anchor and positive are two
+    independent draws of ``spec`` on the same frames, the negative one on the other clip."""
+
+    def augment(batch: Batch, generator: torch.Generator) -> Batch:
+        clip, other = batch[:2]
+        anchor, positive, negative = augment_clips([clip, clip, other], spec, generator)
+        return (anchor, positive, negative, *batch[2:])
+
+    return augment
 
 
 def be_params(cfg: Params, section: str = "be") -> BEParams:
@@ -144,7 +160,7 @@ class BE(Method):
         seed: int = 0,
         mix: bool = True,
     ) -> None:
-        super().__init__(backbone)
+        super().__init__(backbone, seed=seed)
         self.mix = mix  # False: the query is the plain anchor (BE's MoCo baseline)
         if variant not in ("moco", "triplet"):
             raise ValueError(
@@ -183,8 +199,10 @@ class BE(Method):
             return _pretext_class(p.pretext).make_dataset(records, spec, cfg)
         if p.stride:
             spec = dataclasses.replace(spec, stride=p.stride)  # BE pretrains at stride 4
-        aug = AugmentSpec(crop=spec.crop, jitter=tuple(p.jitter), jitter_p=p.jitter_p, rotate=p.rotate)
-        return BETripletDataset(records, spec, aug, thresh=p.neg_thresh, window=p.start_window)
+        return BETripletDataset(records, spec, thresh=p.neg_thresh, window=p.start_window)
+
+    def make_augment(self, spec: ClipSpec, cfg: Params) -> Augment:
+        return triplet_augment(be_augment_spec(be_params(cfg, self.name), spec.crop))
 
     def draw_lambda(self) -> float:
         """λ ~ U(0, λmax), once per batch."""
@@ -265,7 +283,7 @@ class BEConsistency(Method):
     name = "be_consistency"
 
     def __init__(self, inner: Method, *, weight: float = 1.0, be_lambda: float = 0.3, seed: int = 0) -> None:
-        super().__init__(inner.backbone)
+        super().__init__(inner.backbone, seed=seed)
         self.inner, self.weight, self.be_lambda = inner, weight, be_lambda
         self.generator = torch.Generator().manual_seed(seed + 7919)  # independent of the inner method's draws
 
@@ -293,6 +311,10 @@ class BEConsistency(Method):
     ) -> Dataset:
         """The inner method's dataset (an instance method: the training loop calls it on the built method)."""
         return type(self.inner).make_dataset(records, spec, cfg)
+
+    def make_augment(self, spec: ClipSpec, cfg: Params) -> Augment:
+        """The inner method's augmentation."""
+        return self.inner.make_augment(spec, cfg)
 
     def on_step_end(self) -> None:
         self.inner.on_step_end()
@@ -330,5 +352,4 @@ class BEMoCo(BE):
         p = be_params(cfg, "be_moco")
         if p.stride:
             spec = dataclasses.replace(spec, stride=p.stride)
-        aug = AugmentSpec(crop=spec.crop, jitter=tuple(p.jitter), jitter_p=p.jitter_p, rotate=p.rotate)
-        return BETripletDataset(records, spec, aug, window=p.start_window, negative="other")
+        return BETripletDataset(records, spec, window=p.start_window, negative="other")

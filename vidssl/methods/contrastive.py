@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidssl.data.augment import AugmentSpec, augment_clip
+from vidssl.data.augment import AugmentSpec
 from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, _sample_rng, random_clip
 from vidssl.methods.bank import MemoryBank, bank_logits
-from vidssl.methods.base import Batch, Method
+from vidssl.methods.base import Augment, Batch, Method, augment_clips
 from vidssl.methods.distributed import gather_with_grad
 from vidssl.methods.losses import nce_softmax_loss, nt_xent
 from vidssl.methods.params_contrastive import ContrastiveParams
@@ -44,21 +44,16 @@ INTRA_NEGS = ("none", "repeat", "shuffle")
 
 
 class TwoClipDataset(ClipDataset):
-    """Two clips per video at independent random starts, each augmented on its own: (x1, x2, label, index)."""
+    """Two clips per video at independent random starts, uncropped: (x1, x2, label, index); each is augmented
+    on its own on the training device (:meth:`Contrastive.make_augment`)."""
 
-    def __init__(self, records: Sequence[VideoRecord], spec: ClipSpec, augment: AugmentSpec) -> None:
-        super().__init__(records, spec)
-        self.augment = augment
+    def __init__(self, records: Sequence[VideoRecord], spec: ClipSpec) -> None:
+        super().__init__(records, spec, crop=False)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int, int]:
         rng = _sample_rng()
         rec, s = self.records[index], self.spec
-        x1, x2 = (
-            augment_clip(
-                self.load(index, random_clip(rec.n_frames, s.frames, s.stride, rng)), self.augment, rng
-            )
-            for _ in range(2)
-        )
+        x1, x2 = (self.load(index, random_clip(rec.n_frames, s.frames, s.stride, rng)) for _ in range(2))
         return x1, x2, rec.label, index
 
 
@@ -121,7 +116,7 @@ class Contrastive(Method):
         intra_neg: str = "none",
         seed: int = 0,
     ) -> None:
-        super().__init__(backbone)
+        super().__init__(backbone, seed=seed)
         if core not in CORES:
             raise ValueError(f"unknown contrastive core {core!r}; choose from {list(CORES)}")
         if intra_neg not in INTRA_NEGS:
@@ -174,7 +169,17 @@ class Contrastive(Method):
 
     @classmethod
     def make_dataset(cls, records: Sequence[VideoRecord], spec: ClipSpec, cfg: Params) -> TwoClipDataset:
-        return TwoClipDataset(records, spec, augment_spec(cls.params(cfg), spec.crop))
+        return TwoClipDataset(records, spec)
+
+    def make_augment(self, spec: ClipSpec, cfg: Params) -> Augment:
+        """Both clips of a sample through ``pretrain.<name>``'s augmentation, each with its own draw."""
+        aug = augment_spec(type(self).params(cfg), spec.crop)
+
+        def augment(batch: Batch, generator: torch.Generator) -> Batch:
+            x1, x2 = augment_clips(list(batch[:2]), aug, generator)
+            return (x1, x2, *batch[2:])
+
+        return augment
 
     # ------------------------------------------------------------ pieces
 

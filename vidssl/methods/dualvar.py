@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidssl.data.augment import AugmentSpec, augment_clip
+from vidssl.data.augment import AugmentSpec
 from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, _sample_rng, clip_indices
-from vidssl.methods.base import Batch, Method
+from vidssl.methods.base import Augment, Batch, Method, augment_clips
 from vidssl.methods.distributed import gather_with_grad
 from vidssl.methods.losses import (
     averaged_similarity, info_nce, nt_xent, nt_xent_from_similarity, rank_loss_from_margins, rank_margins,
@@ -37,9 +36,6 @@ from vidssl.models.heads import ProjectionHead
 
 if TYPE_CHECKING:
     from vidssl.config import Params
-
-Transform = Callable[..., Tensor]  # called as t(clip, rng=rng): 3×T×H×W uint8 -> 3×T×S×S uint8
-
 
 # ---------------------------------------------------------------- three-clip sampler and dataset
 
@@ -63,32 +59,27 @@ def sample_clip_indices(
     return a, b
 
 
-def clip_transforms(crop: int, p: DualVarParams | None = None) -> tuple[Transform, Transform]:
-    """DualVar's crop-only and full per-clip transforms (METHODS.md §3(a)), both clip-consistent.
-
-    The full one jitters and blurs as ``p`` says; the defaults are the code's (no flip).
-    """
+def full_transform(crop: int, p: DualVarParams | None = None) -> AugmentSpec:
+    """DualVar's full per-clip transform (METHODS.md §3(a)), clip-consistent: random crop, colour jitter and
+    blur as ``p`` says (the defaults are the code's; no flip). Its crop-only transform is the same crop alone."""
     p = p or DualVarParams()
-    full = AugmentSpec(crop=crop, jitter=tuple(p.jitter), jitter_p=p.jitter_p, blur_p=p.blur_p)
-    return partial(augment_clip, spec=AugmentSpec(crop=crop)), partial(augment_clip, spec=full)
+    return AugmentSpec(crop=crop, jitter=tuple(p.jitter), jitter_p=p.jitter_p, blur_p=p.blur_p)
 
 
 class DualVarDataset(ClipDataset):
-    """Three clips per video: (A, B, C, label, index), each 3×T×S×S uint8.
+    """The frames of clips A and B of a video, uncropped: (A, B, label, index), each 3×T×H×W uint8.
 
-    C has A's frames; A gets the crop-only transform with p=``crop_only_p`` (else the full one), B and C
-    independent full transforms.
+    Clip C has A's frames, so it is not read twice: :meth:`DualVar.make_augment` makes A, B and C on the
+    training device.
     """
 
     def __init__(
         self, records: Sequence[VideoRecord], spec: ClipSpec, *, stride: int, rand_flip: bool,
-        crop_only_p: float, light: Transform, full: Transform,
     ) -> None:
-        super().__init__(records, spec)
-        self.stride, self.rand_flip, self.crop_only_p = stride, rand_flip, crop_only_p
-        self.light, self.full = light, full
+        super().__init__(records, spec, crop=False)
+        self.stride, self.rand_flip = stride, rand_flip
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor, int, int]:
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int, int]:
         rng = _sample_rng()
         rec = self.records[index]
         a, b = sample_clip_indices(rec.n_frames, self.spec.frames, self.stride, rng, self.rand_flip)
@@ -96,10 +87,26 @@ class DualVarDataset(ClipDataset):
         where = {f: k for k, f in enumerate(wanted)}
         video = self.load(index, wanted)
         clip_a, clip_b = (video[:, [where[f] for f in idx]] for idx in (a, b))
-        view_a = (self.light if rng.random() < self.crop_only_p else self.full)(clip_a, rng=rng)
-        view_b = self.full(clip_b, rng=rng)
-        view_c = self.full(clip_a, rng=rng)
-        return view_a.contiguous(), view_b.contiguous(), view_c.contiguous(), rec.label, index
+        return clip_a, clip_b, rec.label, index
+
+
+def dualvar_augment(full: AugmentSpec, crop_only_p: float) -> Augment:
+    """(A, B, label, index) -> (A, B, C, label, index) views: A the crop-only transform with p=``crop_only_p``
+    (else the full one), B and C (A's frames) independent full transforms, each drawn per clip."""
+
+    def augment(batch: Batch, generator: torch.Generator) -> Batch:
+        from vidssl.data.batch_augment import draw_views
+        from vidssl.methods.distributed import rank, world_size
+
+        a, b = batch[:2]
+        world, me = world_size(), rank()
+        pa, pb, pc = draw_views([a, b, a], full, generator, world=world, rank=me)
+        light = torch.rand(a.shape[0] * world, generator=generator) < crop_only_p
+        pa = pa.plain(light[me * a.shape[0] : (me + 1) * a.shape[0]])
+        view_a, view_b, view_c = augment_clips([a, b, a], full, generator, params=[pa, pb, pc])
+        return (view_a, view_b, view_c, *batch[2:])
+
+    return augment
 
 
 # ---------------------------------------------------------------- segment shuffle, series head, losses
@@ -185,7 +192,7 @@ class DualVar(Method):
         queue_size: int = 16384, moco_m: float = 0.999, seed: int = 0,
     ) -> None:
         """Build the heads (and, for MoCo, the key encoder and queues); arguments as in DualVarParams."""
-        super().__init__(backbone)
+        super().__init__(backbone, seed=seed)
         if core not in {"simclr", "moco"}:
             raise ValueError(f"DualVar: unknown core {core!r}; choose from ['moco', 'simclr']")
         self.core, self.use_tc, self.n_series, self.rank_weight = core, use_tc, n_series, rank_weight
@@ -216,9 +223,11 @@ class DualVar(Method):
     @classmethod
     def make_dataset(cls, records: Sequence[VideoRecord], spec: ClipSpec, cfg: "Params") -> DualVarDataset:
         p = _params(cfg)
-        light, full = clip_transforms(spec.crop, p)
-        return DualVarDataset(records, spec, stride=p.ds, rand_flip=p.rand_flip, crop_only_p=p.crop_only_p,
-                              light=light, full=full)
+        return DualVarDataset(records, spec, stride=p.ds, rand_flip=p.rand_flip)
+
+    def make_augment(self, spec: ClipSpec, cfg: "Params") -> Augment:
+        p = _params(cfg)
+        return dualvar_augment(full_transform(spec.crop, p), p.crop_only_p)
 
     def _encoder_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.key_backbone), (self.clip_head, self.key_clip_head),

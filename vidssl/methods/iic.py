@@ -38,7 +38,7 @@ class IIC(Method):
         normalize: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__(backbone)
+        super().__init__(backbone, seed=seed)
         if intra_neg not in {"repeat", "shuffle", "none"}:
             raise ValueError(f"unknown intra_neg {intra_neg!r}; choose from ['none', 'repeat', 'shuffle']")
         if view2 not in {"res", "rgb"}:

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidssl.data.augment import AugmentSpec, augment_clip
+from vidssl.data.augment import AugmentSpec
 from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, _sample_rng
-from vidssl.methods.base import Batch, Method
+from vidssl.methods.base import Augment, Batch, Method, augment_clips
 from vidssl.methods.distributed import gather_with_grad
 from vidssl.methods.losses import multi_positive_info_nce
 from vidssl.methods.mlfo_heads import (
@@ -70,8 +70,8 @@ def mlfo_indices(
 
 
 def split_clips(video: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """3×2T×H×W -> (clip1 = steps 0..T-1, clip2 = steps T..2T-1, global = every other step)."""
-    return video[:, :frames], video[:, frames:], video[:, ::2]
+    """(…×)3×2T×H×W -> (clip1 = steps 0..T-1, clip2 = steps T..2T-1, global = every other step)."""
+    return video[..., :frames, :, :], video[..., frames:, :, :], video[..., ::2, :, :]
 
 
 def mlfo_augment_spec(crop: int, flip: bool = True, per_frame_colour: bool = True) -> AugmentSpec:
@@ -95,28 +95,33 @@ def mlfo_augment_spec(crop: int, flip: bool = True, per_frame_colour: bool = Tru
 
 
 class MLFODataset(ClipDataset):
-    """Yields (clip1, clip2, global, label, index); clips are uint8 3×T×S×S, each augmented independently.
+    """Yields (frames, label, index): the 2T sampled frames of a video, uint8 3×2T×H×W, uncropped;
+    :func:`mlfo_augment` splits them into clip1, clip2 and the global clip and augments each independently.
 
     ``spec.stride`` is not used: MLFO draws its own rate per sample, between ``min_rate`` and ``rate``.
     """
 
     def __init__(
         self, records: Sequence[VideoRecord], spec: ClipSpec, *, rate: float = 3.0, min_rate: float = 1.0,
-        flip: bool = True, per_frame_colour: bool = True,
     ) -> None:
-        super().__init__(records, spec)
+        super().__init__(records, spec, crop=False)
         self.rate, self.min_rate = rate, min_rate
-        self.augment_spec = mlfo_augment_spec(spec.crop, flip, per_frame_colour)
 
-    def _augment(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        return augment_clip(clip, self.augment_spec, rng).contiguous()
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         rng = _sample_rng()
         rec, t = self.records[index], self.spec.frames
-        video = self.load(index, mlfo_indices(rec.n_frames, t, self.rate, rng, self.min_rate))
-        clip1, clip2, glob = (self._augment(c, rng) for c in split_clips(video, t))
-        return clip1, clip2, glob, rec.label, index
+        return self.load(index, mlfo_indices(rec.n_frames, t, self.rate, rng, self.min_rate)), rec.label, index
+
+
+def mlfo_augment(spec: AugmentSpec) -> Augment:
+    """(frames, label, index) -> (clip1, clip2, global, label, index), each clip its own draw of ``spec``."""
+
+    def augment(batch: Batch, generator: torch.Generator) -> Batch:
+        video = batch[0]
+        clip1, clip2, glob = augment_clips(list(split_clips(video, video.shape[2] // 2)), spec, generator)
+        return (clip1, clip2, glob, *batch[1:])
+
+    return augment
 
 
 # ---------------------------------------------------------------- losses (pure functions of tensors)
@@ -224,8 +229,8 @@ class MLFO(Method):
     }
     unused_parameters = True  # graph heads before ``split``, prototypes during ``freeze_prototype_epochs``
 
-    def __init__(self, backbone: torch.nn.Module, *, params: MLFOParams | None = None) -> None:
-        super().__init__(backbone)
+    def __init__(self, backbone: torch.nn.Module, *, params: MLFOParams | None = None, seed: int = 0) -> None:
+        super().__init__(backbone, seed=seed)
         p = self.p = params or MLFOParams()
         self.high_stage = backbone.stage_names[-1]
         ch = stage_channels(backbone, [p.low_stage, p.mid_stage, self.high_stage])
@@ -241,7 +246,7 @@ class MLFO(Method):
 
     @classmethod
     def from_config(cls, backbone: torch.nn.Module, cfg: Params, *, n_samples: int) -> MLFO:
-        method = cls(backbone, params=getattr(cfg.pretrain, "mlfo", None) or MLFOParams())
+        method = cls(backbone, params=getattr(cfg.pretrain, "mlfo", None) or MLFOParams(), seed=cfg.seed)
         for problem in method.short_levels(method.p.seq or cfg.clip.frames):
             if problem not in _warned:
                 _warned.add(problem)
@@ -253,8 +258,11 @@ class MLFO(Method):
         p = getattr(cfg.pretrain, "mlfo", None) or MLFOParams()
         if p.seq:
             spec = dataclasses.replace(spec, frames=p.seq)
-        return MLFODataset(records, spec, rate=p.rate, min_rate=p.min_rate, flip=p.flip,
-                           per_frame_colour=p.colour == "frame")
+        return MLFODataset(records, spec, rate=p.rate, min_rate=p.min_rate)
+
+    def make_augment(self, spec: ClipSpec, cfg: Params) -> Augment:
+        p = getattr(cfg.pretrain, "mlfo", None) or MLFOParams()
+        return mlfo_augment(mlfo_augment_spec(spec.crop, p.flip, p.colour == "frame"))
 
     def short_levels(self, frames: int) -> list[str]:
         """One message per level whose stage gives ``frames``-frame clips fewer time steps T than the level is

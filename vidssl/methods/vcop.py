@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, _sample_rng, clip_indices, random_crop
-from vidssl.methods.base import Batch, Method
+from vidssl.data.augment import AugmentSpec
+from vidssl.data.clips import ClipDataset, ClipSpec, VideoRecord, _sample_rng, clip_indices
+from vidssl.methods.base import Augment, Batch, Method, augment_clips
 from vidssl.methods.params_vcop import VCOPParams
 
 if TYPE_CHECKING:
@@ -60,12 +61,13 @@ def tuple_indices(
 
 
 class VCOPDataset(ClipDataset):
-    """Shuffled clip tuples: (N×3×T×S×S uint8 clips in shuffled order, permutation label, label, index)."""
+    """Shuffled clip tuples: (N×3×T×H×W uint8 clips in shuffled order, uncropped, permutation label, label,
+    index); :func:`tuple_augment` crops them on the training device."""
 
     def __init__(
         self, records: Sequence[VideoRecord], spec: ClipSpec, *, tuple_len: int, interval: int
     ) -> None:
-        super().__init__(records, spec)
+        super().__init__(records, spec, crop=False)
         self.tuple_len, self.interval = tuple_len, interval
 
     def __getitem__(self, index: int) -> tuple[Tensor, int, int, int]:
@@ -76,9 +78,20 @@ class VCOPDataset(ClipDataset):
         wanted = sorted({f for c in clips for f in c})  # decode each frame once
         where = {f: k for k, f in enumerate(wanted)}
         video = self.load(index, wanted)
-        # VCOP draws the random crop per clip, not per tuple.
-        shuffled = [random_crop(video[:, [where[f] for f in clips[o]]], s.crop, rng) for o in order]
-        return torch.stack(shuffled).contiguous(), order_label(order), rec.label, index
+        shuffled = [video[:, [where[f] for f in clips[o]]] for o in order]
+        return torch.stack(shuffled), order_label(order), rec.label, index
+
+
+def tuple_augment(spec: AugmentSpec) -> Augment:
+    """(B×N×3×T×H×W tuples, ...) -> the same with every clip cropped: VCOP draws the crop per clip, not per
+    tuple."""
+
+    def augment(batch: Batch, generator: torch.Generator) -> Batch:
+        tuples = batch[0]
+        out = augment_clips([tuples.flatten(0, 1)], spec, generator)[0]
+        return (out.view(*tuples.shape[:2], *out.shape[1:]), *batch[1:])
+
+    return augment
 
 
 class OrderHead(nn.Module):
@@ -109,9 +122,9 @@ class VCOP(Method):
     probes = {"acc_order": "order of a shuffled clip tuple (chance 16.7 for 3 clips)"}
 
     def __init__(
-        self, backbone: nn.Module, *, tuple_len: int = 3, hidden: int = 512, dropout: float = 0.5
+        self, backbone: nn.Module, *, tuple_len: int = 3, hidden: int = 512, dropout: float = 0.5, seed: int = 0
     ) -> None:
-        super().__init__(backbone)
+        super().__init__(backbone, seed=seed)
         if tuple_len < 2:
             raise ValueError(f"VCOP: tuple_len must be >= 2, got {tuple_len}")
         self.tuple_len = tuple_len
@@ -120,13 +133,16 @@ class VCOP(Method):
     @classmethod
     def from_config(cls, backbone: nn.Module, cfg: "Params", *, n_samples: int) -> "VCOP":
         p = _params(cfg)
-        return cls(backbone, tuple_len=p.tuple_len, hidden=p.hidden, dropout=p.dropout)
+        return cls(backbone, tuple_len=p.tuple_len, hidden=p.hidden, dropout=p.dropout, seed=cfg.seed)
 
     @classmethod
     def make_dataset(cls, records: Sequence[VideoRecord], spec: ClipSpec, cfg: "Params") -> VCOPDataset:
         p = _params(cfg)
         spec = dataclasses.replace(spec, stride=p.stride)  # VCOP pretrains on consecutive frames
         return VCOPDataset(records, spec, tuple_len=p.tuple_len, interval=p.interval)
+
+    def make_augment(self, spec: ClipSpec, cfg: "Params") -> Augment:
+        return tuple_augment(AugmentSpec(crop=spec.crop))
 
     def logits(self, clips: Tensor) -> Tensor:
         """B×N×3×T×H×W shuffled tuples -> B×N! logits."""
