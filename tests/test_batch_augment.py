@@ -169,3 +169,17 @@ def test_bad_shapes_are_named() -> None:
         apply_batch(clips(3), SPECS["crop"], p)
     with pytest.raises(ValueError, match="smaller than the crop 48"):
         draw_batch(AugmentSpec(crop=48), 2, 32, 40, 6, torch.Generator())
+
+
+def test_collate_cuts_clips_of_other_sizes_to_the_smallest_centred() -> None:
+    from torch.utils.data import default_collate
+
+    from vidssl.data.clips import collate_clips
+
+    same = [(clips(1, seed=s)[0], s, s) for s in range(3)]
+    got, want = collate_clips(same), default_collate(same)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    wide = clips(1, w=56, seed=9)[0]
+    batch = collate_clips([same[0], (wide, 7, 7)])
+    assert batch[0].shape == (2, 3, 6, 32, 40) and batch[1].tolist() == [0, 7]
+    assert torch.equal(batch[0][0], same[0][0]) and torch.equal(batch[0][1], wide[..., 8:48])

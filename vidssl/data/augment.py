@@ -156,13 +156,11 @@ def _hue_shift(x: torch.Tensor, shift: float | torch.Tensor, dim: int = 0) -> to
     i = i.long() % 6
     v = maxc
     p, q, tt = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    table = [(v, tt, p), (q, v, p), (p, v, tt), (p, q, v), (tt, p, v), (v, p, q)]
-    out = [torch.zeros_like(v) for _ in range(3)]
-    for k, chans in enumerate(table):
-        sel = i == k
-        for ch in range(3):
-            out[ch] = torch.where(sel, chans[ch], out[ch])
-    return torch.stack(out, dim=dim)
+    # sector i of the hue circle picks (r, g, b) from (v, q, p, t) as torchvision's table does: one gather per
+    # channel from the four candidates instead of a select per sector and channel
+    cand = torch.stack([v, q, p, tt])
+    pick = torch.tensor([[0, 1, 2, 2, 3, 0], [3, 0, 0, 1, 2, 2], [2, 2, 3, 0, 0, 1]], device=x.device)
+    return torch.stack([cand.gather(0, pick[ch][i].unsqueeze(0))[0] for ch in range(3)], dim=dim)
 
 
 @dataclass(frozen=True)

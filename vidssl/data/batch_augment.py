@@ -227,13 +227,12 @@ def _crop(x: torch.Tensor, spec: AugmentSpec, p: BatchParams) -> torch.Tensor:
     n, c, t, h, w = x.shape
     s, dev = spec.crop, x.device
     top, left, ch, cw = p.box.unbind(1)
-    if bool(((ch == s) & (cw == s)).all()):  # plain windows: gather, exact for any dtype
-        ar = torch.arange(s)
-        rows = (top[:, None] + ar).to(dev)
-        cols = torch.where(p.flip[:, None], left[:, None] + s - 1 - ar, left[:, None] + ar).to(dev)
-        bi = torch.arange(n, device=dev)
-        out = x[bi[:, None, None], :, :, rows[:, :, None], cols[:, None, :]]  # N×S×S×C×T
-        return out.permute(0, 3, 4, 1, 2)
+    if bool(((ch == s) & (cw == s)).all()):  # plain windows: one copy of the N windows, exact for any dtype
+        out = torch.stack([x[i, ..., t_ : t_ + s, l_ : l_ + s] for i, (t_, l_) in
+                           enumerate(zip(top.tolist(), left.tolist()))])
+        if bool(p.flip.any()):
+            out = torch.where(p.flip.to(dev).view(-1, 1, 1, 1, 1), out.flip(-1), out)
+        return out
     xf = x if x.is_floating_point() else x.float() / 255.0
     a_h = resize_weights(h, s, top, ch).to(dev, xf.dtype)
     a_w = resize_weights(w, s, left, cw)
@@ -288,7 +287,8 @@ def _colour(x: torch.Tensor, spec: AugmentSpec, p: BatchParams) -> torch.Tensor:
         return (v if v.shape[1] == t else v.expand(n, t, *v.shape[2:])).reshape(n * t, *v.shape[2:]).to(dev)
 
     jitter, order, factors, gray = (per_frame(v) for v in (p.jitter, p.order, p.factors, p.gray))
-    y = x.transpose(1, 2).reshape(n * t, c, s, s).clone()  # one row per frame; a copy, written in place
+    # one row per frame; a copy (x is never the caller's tensor: the crop made it), written in place
+    y = x.transpose(1, 2).contiguous().view(n * t, c, s, s)
     if spec.gray_first:
         y = _gray_frames(y, gray)
     for pos in range(order.shape[1]):

@@ -113,6 +113,33 @@ def random_crop(clip: torch.Tensor, size: int, rng: np.random.Generator) -> torc
     return crop(clip, size, int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1)))
 
 
+def collate_clips(samples: list[tuple]) -> tuple:
+    """``default_collate`` for samples of uncropped clips: where the clips at one position of the samples differ
+    in size (videos of other aspect ratios), each is first cut to the batch's smallest height and width,
+    centred, so they stack.
+
+    Videos of one shape (UCF101, the embedded dataset) pass unchanged. On a mixed batch a wider video's random
+    crop then falls in its central part only; equal shapes keep every window reachable (extract such data at
+    one size, or keep the batch's videos alike, to avoid it)."""
+    from torch.utils.data import default_collate
+
+    first = samples[0]
+    if isinstance(first, tuple):
+        for i, item in enumerate(first):
+            if not (torch.is_tensor(item) and item.dim() >= 4):
+                continue
+            sizes = {tuple(s[i].shape[-2:]) for s in samples}
+            if len(sizes) > 1:
+                h, w = min(hw[0] for hw in sizes), min(hw[1] for hw in sizes)
+                samples = [(*s[:i], _centre(s[i], h, w), *s[i + 1 :]) for s in samples]
+    return default_collate(samples)
+
+
+def _centre(clip: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    top, left = (clip.shape[-2] - h) // 2, (clip.shape[-1] - w) // 2
+    return clip[..., top : top + h, left : left + w]
+
+
 def center_crop(clip: torch.Tensor, size: int) -> torch.Tensor:
     h, w = clip.shape[-2:]
     return crop(clip, size, (h - size) // 2, (w - size) // 2)
@@ -186,6 +213,12 @@ class ClipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def collate(self, samples: list[tuple]) -> tuple:
+        """How a loader stacks this dataset's samples (:func:`collate_clips` for uncropped clips)."""
+        from torch.utils.data import default_collate
+
+        return default_collate(samples) if self.crop else collate_clips(samples)
 
     def load(self, index: int, indices: Sequence[int]) -> torch.Tensor:
         n = self.frames[index]

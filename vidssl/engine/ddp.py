@@ -220,7 +220,7 @@ def epoch_loader(ds: Dataset, *, batch_size: int, workers: int, seed: int, par: 
         PositionSeeded(ds), batch_sampler=MicroBatches(batches, accumulate=accumulate, start=start),
         num_workers=workers, pin_memory=par.device.type == "cuda", worker_init_fn=worker_init_fn,
         # Its own generator: the loader's base seed is then not drawn from the training process's global RNG.
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(seed), collate_fn=getattr(ds, "collate", None),
     )
 
 

@@ -71,7 +71,7 @@ def make_loader(ds: Dataset, *, batch_size: int, workers: int, shuffle: bool, se
     return DataLoader(
         ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers,
         generator=torch.Generator().manual_seed(seed), pin_memory=torch.cuda.is_available(),
-        worker_init_fn=_worker_init if workers else None,
+        worker_init_fn=_worker_init if workers else None, collate_fn=getattr(ds, "collate", None),
     )
 
 
