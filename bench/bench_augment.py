@@ -1,7 +1,8 @@
 """Benchmark: each method's augmentation, batched on the training device vs per sample in a loader worker.
 
 Baseline (the per-sample worker path): every clip of a sample through ``vidssl.data.augment.augment_clip``,
-one sample at a time, as the methods' datasets did in their DataLoader workers (one thread each). Batched: the
+one sample at a time, as the methods' datasets did in their DataLoader workers (one thread each), then the
+conversion to float the training loop did on the device. Batched: the
 method's own ``make_augment`` on a whole batch of the uint8 clips its dataset now yields, on the device (here
 the CPU, also one thread, so the ratio is per core; on a GPU the batched path runs there and the workers only
 decode). Both start from the same decoded uint8 frames, so decoding is not
@@ -21,7 +22,7 @@ import torch
 
 from vidssl.config import Params, parse_params
 from vidssl.data.augment import AugmentSpec, augment_clip
-from vidssl.data.clips import ClipSpec
+from vidssl.data.clips import ClipSpec, to_float
 from vidssl.methods.be import be_augment_spec, be_params
 from vidssl.methods.contrastive import Contrastive, augment_spec
 from vidssl.methods.dualvar import _params as dualvar_params
@@ -116,9 +117,11 @@ def main() -> None:
                 nonlocal k
                 k = (k + 1) % bs
                 torch.set_num_threads(1)
-                n = len(base_fn(samples[k], rng))
+                views = base_fn(samples[k], rng)
                 torch.set_num_threads(args.threads)
-                return n
+                for v in views:  # what the training loop then did to the collated clips on the device
+                    to_float(v.to(dev))
+                return len(views)
 
             batch = tuple(torch.stack([s[i] for s in samples]) for i in range(len(samples[0])))
 

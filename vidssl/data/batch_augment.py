@@ -337,7 +337,7 @@ def apply_batch(clips: torch.Tensor, spec: AugmentSpec, p: BatchParams) -> torch
     if p.angle is not None:
         x = _rotate(x if x.is_floating_point() else x.float() / 255.0, p.angle)
     x = _crop(x, spec, p)
-    x = x if x.is_floating_point() else x.float() / 255.0
+    x = x if x.is_floating_point() else x.float().div_(255.0)
     if spec.jitter is not None or spec.grayscale_p > 0:
         x = _colour(x, spec, p)
     if spec.blur_p > 0:
