@@ -180,7 +180,10 @@ def measure(cfg: Params, dev: torch.device, *, batch: int = 2, n_samples: int | 
         items = [ds[i] for i in range(batch)]
     opt = make_optimizer([q for q in method.parameters() if q.requires_grad], cfg.pretrain)
     method.train()
-    x = move_batch(default_collate(items), dev)
+    # the views the method trains on, made on the device as in training
+    x = method.make_augment(clip_spec(cfg), cfg)(move_batch(ds.collate(items) if hasattr(ds, "collate") else
+                                                            default_collate(items), dev, floats=False),
+                                                 method.augment_generator)
     # One step first: the optimiser state exists only after it (and lazy heads and kernels are built).
     for p in (q for q in method.parameters() if q.requires_grad):
         p.grad = torch.zeros_like(p)
