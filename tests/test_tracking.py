@@ -204,6 +204,7 @@ _KILLED = textwrap.dedent("""
 def test_killed_runs_are_continued_or_marked_killed(store: str, tmp_path: Path) -> None:
     import mlflow
 
+    mlflow.MlflowClient(store).search_experiments()  # create the store first: two migrations at once would race
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = {stage: subprocess.Popen([sys.executable, "-c", _KILLED, stage, str(tmp_path)], env=env,
                                      stdout=subprocess.PIPE, text=True)
