@@ -75,10 +75,14 @@ def _outs(repo: Path) -> dict[str, str]:
     return {o["path"]: o.get("md5", "") for s in lock["stages"].values() for o in s.get("outs", [])}
 
 
+# Throughput and wall-clock telemetry differ between any two runs; everything else must not.
+_TIMING = ("second", "time", "clips_per_s", "data_wait", "peak_gpu_mem")
+
+
 def _untimed(obj: object) -> object:
-    """A metrics tree without its wall-clock fields."""
+    """A metrics tree without its wall-clock and throughput fields."""
     if isinstance(obj, dict):
-        return {k: _untimed(v) for k, v in obj.items() if "second" not in k and "time" not in k}
+        return {k: _untimed(v) for k, v in obj.items() if not any(t in k for t in _TIMING)}
     if isinstance(obj, list):
         return [_untimed(v) for v in obj]
     return obj
