@@ -66,3 +66,12 @@ def test_synth_command_writes_ucf101_style_splits(tmp_path: Path) -> None:
     assert summary["appearances"] == 2 and {v["appearance"] for v in summary["videos"]} == {0, 1}
     bad = run("--defaults", "synth", str(tmp_path / "bad"), "--appearances", "-1", cwd=tmp_path)
     assert bad.returncode != 0 and "appearances" in bad.stderr
+
+
+def test_training_stages_without_lists_stop_before_tracking(tmp_path: Path) -> None:
+    # A missing input is named in one line, and no MLflow store is created for a run that never started.
+    for stage in ("pretrain", "retrieve"):
+        proc = run(stage, str(tmp_path / "nolists"), "--params", str(ROOT / "params.yaml"), cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{stage}: {tmp_path / 'nolists'}/pretrain.csv is missing" in proc.stderr, proc.stderr
+        assert not (tmp_path / "mlruns").exists()

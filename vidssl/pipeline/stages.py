@@ -82,6 +82,15 @@ def throughput_line(summary: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+
+def _require_inputs(stage: str, *paths: Path) -> None:
+    """Stop before any tracking or training when an input is missing, naming it and what makes it."""
+    for path in paths:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{stage}: {path} is missing; run the stage that writes it first "
+                                    f"(`dvc repro {stage}` runs everything {stage} needs)")
+
+
 @locked_stage("pretrain")
 def run_pretrain(cfg: Params, lists_dir: Path, out_dir: Path, state_dir: Path, metrics: Path,
                  plots: Path) -> dict[str, Any]:
@@ -93,6 +102,7 @@ def run_pretrain(cfg: Params, lists_dir: Path, out_dir: Path, state_dir: Path, m
 
     params = flatten({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
                       "pretrain": cfg.pretrain.model_dump()})
+    _require_inputs("pretrain", lists_dir / "pretrain.csv")
     try:
         if not ddp.setup().main:  # under torchrun the other ranks train alongside rank 0 and write nothing
             return pretrain(cfg, lists_dir, state_dir, out_dir)
@@ -255,6 +265,7 @@ def run_retrieve(cfg: Params, lists_dir: Path, weights: Path, features: Path, me
 
     params = flatten({"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
                       "retrieve": cfg.retrieve.model_dump(), **_identity(cfg)})
+    _require_inputs("retrieve", lists_dir / "pretrain.csv", lists_dir / "test.csv", weights)
     out: dict[str, Any] = {}
     extras: dict[str, dict[str, Any]] = {}
     with stage_run("retrieve", params) as tracker:
