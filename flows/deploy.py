@@ -34,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python flows/deploy.py` puts flows/ first
 
 from flows.pipeline import SERVER_RECORD, WORKSPACE, with_parent_death_signal, workspace_pipeline  # noqa: E402  (also Prefect defaults)
+from vidssl.pipeline.servers import stop_group  # noqa: E402
 
 NIGHTLY_CRON = "0 2 * * *"
 SERVER_START_TIMEOUT_S = 180.0
@@ -115,25 +116,8 @@ def prefect_server(host: str, port: int, home: Path) -> Iterator[str]:
         yield api_url
     finally:
         record.unlink(missing_ok=True)
-        stop_group(proc)
+        stop_group(proc, 20.0)  # the library's: SIGTERM the whole group, SIGKILL what is left
         log.close()
-
-
-def stop_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
-    """SIGTERM a process group started with start_new_session, then SIGKILL what is left after `grace`."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        try:  # the leader is gone; give the rest of the group the same signal
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
 
 
 def _interrupt_on_sigterm() -> None:
