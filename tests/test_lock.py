@@ -166,23 +166,31 @@ def test_stage_of_a_dead_pipeline_stops_itself(ws: Path) -> None:
         os.killpg(holder.pid, signal.SIGKILL)  # the intermediate `sh` of this test
 
 
-def test_killed_dvc_repro_leaves_no_orphan_and_the_rerun_completes(ws: Path) -> None:
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash", None])
+def test_killed_dvc_repro_leaves_no_orphan_and_the_rerun_completes(ws: Path, shell: str | None) -> None:
+    """DVC runs a stage through ``$SHELL -c`` (/bin/sh without $SHELL); dash keeps itself between dvc and the
+    stage, bash execs the stage. Either way the stage stops when dvc is killed."""
     import yaml
 
+    if shell is not None and not Path(shell).exists():
+        pytest.skip(f"{shell} is not installed")
     dvc = str(Path(sys.executable).with_name("dvc"))
+    env = {k: v for k, v in _env().items() if k != "SHELL"}
+    if shell is not None:
+        env["SHELL"] = shell
     for cmd in (["git", "init", "-q"], [dvc, "init", "-q", "--force"]):
-        subprocess.run(cmd, cwd=ws, check=True, env=_env())
+        subprocess.run(cmd, cwd=ws, check=True, env=env)
     # The stage sleeps while `hold` exists, like a long pretrain; its out is written at the end.
     (ws / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"fake": {
         "cmd": "python stage.py $(test -f hold || echo quick)", "deps": ["stage.py"], "outs": ["done.txt"]}}}))
     (ws / "hold").touch()
-    first = subprocess.Popen([dvc, "repro"], cwd=ws, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen([dvc, "repro"], cwd=ws, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(lambda: (ws / "stage.pid").exists(), timeout=60)
     stage_pid = int((ws / "stage.pid").read_text())
     first.send_signal(signal.SIGKILL)
     first.wait()
     _wait_for(lambda: not _alive(stage_pid), timeout=20)
     (ws / "hold").unlink()
-    rerun = subprocess.run([dvc, "repro"], cwd=ws, env=_env(), capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run([dvc, "repro"], cwd=ws, env=env, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert (ws / "done.txt").read_text() == "done"

@@ -124,6 +124,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _parent_of(pid: int) -> int | None:
+    """Parent pid of ``pid`` from /proc (None when it is gone or /proc is not there)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "mksh", "ash", "busybox"}
+
+
+def _is_command_shell(pid: int) -> bool:
+    """Whether ``pid`` is a shell running one command line (``sh -c ...``), not an interactive one."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if not argv or os.path.basename(argv[0].decode(errors="replace")).lstrip("-") not in SHELLS:
+        return False
+    for arg in argv[1:]:  # the options before the command string: `-c`, `-ec`, `--norc -c`, ...
+        if not arg.startswith(b"-"):
+            return False
+        if not arg.startswith(b"--") and b"c" in arg:
+            return True
+    return False
+
+
 _local = threading.local()
 
 
@@ -221,6 +248,9 @@ class OrphanWatch:
     def __init__(self, poll: float = 1.0, grace: float = ORPHAN_GRACE_S,
                  on_orphan: Callable[[int], None] | None = None, holder: int | None = None) -> None:
         self.parent = os.getppid()
+        # `dvc repro` runs a stage through `$SHELL -c`, and /bin/sh (dash) does not exec the command: the stage's
+        # parent is then a shell that outlives a killed dvc. Watch the shell's own parent as well.
+        self.grandparent = _parent_of(self.parent) if _is_command_shell(self.parent) else None
         self.holder = holder  # the pipeline that handed its lock down: its death orphans this stage too
         self.poll, self.grace = poll, grace
         self.on_orphan = on_orphan or self._stop
@@ -238,6 +268,9 @@ class OrphanWatch:
         while not self._stopped.wait(self.poll):
             if os.getppid() != self.parent:
                 self.on_orphan(self.parent)
+                return
+            if self.grandparent is not None and _parent_of(self.parent) != self.grandparent:
+                self.on_orphan(self.grandparent)
                 return
             if self.holder is not None and not _alive(self.holder):
                 self.on_orphan(self.holder)
