@@ -52,6 +52,7 @@ WORKSPACE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(WORKSPACE))  # loaded by a worker from a checkout: import this checkout's library
 
 from flows import handoff  # noqa: E402
+from vidssl.entry import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILURE  # noqa: E402
 from vidssl.pipeline.lock import WorkspaceBusyError, workspace_lock  # noqa: E402
 
 # Telemetry off for every tool the stages touch; also given to each stage's environment.
@@ -611,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: run the flow once.
 
     Returns:
-        Exit code: 0 success, 1 a stage failed, 2 bad arguments, 75 workspace busy (try again later).
+        Exit code (vidssl.entry's table): 0 success, 1 a stage failed, 2 bad arguments, 75 workspace busy.
     """
     parser = argparse.ArgumentParser(description="Run the vidssl DVC pipeline as a Prefect flow.")
     parser.add_argument("--repo", default=".", help="DVC workspace (default: current directory)")
@@ -626,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         select_stages(args.repo, stages)  # fail fast, before a Prefect server is started
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     from prefect.settings import PREFECT_API_URL
 
     url = PREFECT_API_URL.value()
@@ -637,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         pipeline(repo=args.repo, stages=stages, force=args.force, wait_s=None if args.wait < 0 else args.wait)
     except (WorkspaceBusyError, StageFailedError, handoff.HandoffError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 75 if isinstance(exc, WorkspaceBusyError) else 1  # 75 = EX_TEMPFAIL: try again later
+        return EXIT_BUSY if isinstance(exc, WorkspaceBusyError) else EXIT_FAILURE
     return 0
 
 

@@ -2,15 +2,17 @@
 
 from pathlib import Path
 
-from vidssl.config import flatten, load_params
-from vidssl.data.extract import raise_on_bad_input
 from vidssl.entry import run_main
-from vidssl.io import write_json
-from vidssl.pipeline.stages import run_extract
-from vidssl.pipeline.tracking import record_stage
 
 
 def main() -> None:
+    # imported in main: run_main then reports a broken install in one line (exit 74)
+    from vidssl.config import flatten, load_params
+    from vidssl.data.extract import raise_on_bad_input
+    from vidssl.io import write_json
+    from vidssl.pipeline.stages import run_extract
+    from vidssl.pipeline.tracking import record_stage
+
     cfg = load_params()
     # The report inside the persisted store is what resume checks against; reports/ gets a copy with
     # per-video timings, which the store's manifest leaves out so that the store's DVC hash is reproducible.

@@ -2,12 +2,14 @@
 
 from pathlib import Path
 
-from vidssl.config import load_params
 from vidssl.entry import run_main
-from vidssl.pipeline.stages import run_finetune
 
 
 def main() -> None:
+    # imported in main: run_main then reports a broken install in one line (exit 74)
+    from vidssl.config import load_params
+    from vidssl.pipeline.stages import run_finetune
+
     cfg = load_params()
     run_finetune(cfg, Path("data/lists"), Path("models/pretrain/backbone.pt"), Path("models/finetune"),
                  Path("models/finetune_state"), Path("metrics/finetune.json"), Path("plots"),

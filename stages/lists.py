@@ -2,12 +2,14 @@
 
 from pathlib import Path
 
-from vidssl.config import load_params
 from vidssl.entry import run_main
-from vidssl.pipeline.stages import run_lists
 
 
 def main() -> None:
+    # imported in main: run_main then reports a broken install in one line (exit 74)
+    from vidssl.config import load_params
+    from vidssl.pipeline.stages import run_lists
+
     cfg = load_params()
     run_lists(cfg, Path("data/frames"), Path(cfg.data.split_dir), Path("data/lists"))
 

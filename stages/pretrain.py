@@ -2,12 +2,14 @@
 
 from pathlib import Path
 
-from vidssl.config import load_params
 from vidssl.entry import run_main
-from vidssl.pipeline.stages import run_pretrain
 
 
 def main() -> None:
+    # imported in main: run_main then reports a broken install in one line (exit 74)
+    from vidssl.config import load_params
+    from vidssl.pipeline.stages import run_pretrain
+
     run_pretrain(load_params(), Path("data/lists"), Path("models/pretrain"), Path("models/pretrain_state"),
                  Path("metrics/pretrain.json"), Path("plots"))
 

@@ -2,12 +2,14 @@
 
 from pathlib import Path
 
-from vidssl.config import load_params
 from vidssl.entry import run_main
-from vidssl.pipeline.stages import run_retrieve
 
 
 def main() -> None:
+    # imported in main: run_main then reports a broken install in one line (exit 74)
+    from vidssl.config import load_params
+    from vidssl.pipeline.stages import run_retrieve
+
     run_retrieve(load_params(), Path("data/lists"), Path("models/pretrain/backbone.pt"), Path("features"),
                  Path("metrics/retrieve.json"), Path("plots"))
 

@@ -2,13 +2,15 @@
 
 from pathlib import Path
 
-from vidssl.config import load_params
 from vidssl.entry import run_main
-from vidssl.io import write_text
-from vidssl.pipeline.stages import run_synth
 
 
 def main() -> None:
+    # imported in main: run_main then reports a broken install in one line (exit 74)
+    from vidssl.config import load_params
+    from vidssl.io import write_text
+    from vidssl.pipeline.stages import run_synth
+
     cfg = load_params()
     out = Path("data/raw")
     if cfg.data.dataset != "synthetic":

@@ -2,14 +2,16 @@
 
 from pathlib import Path
 
-from vidssl.config import flatten, load_params
-from vidssl.data.checks import DataValidationError
 from vidssl.entry import run_main
-from vidssl.pipeline.stages import run_validate
-from vidssl.pipeline.tracking import record_stage
 
 
 def main() -> None:
+    # imported in main: run_main then reports a broken install in one line (exit 74)
+    from vidssl.config import flatten, load_params
+    from vidssl.data.checks import DataValidationError
+    from vidssl.pipeline.stages import run_validate
+    from vidssl.pipeline.tracking import record_stage
+
     cfg = load_params()
     reports = [Path("reports/validation.json"), Path("reports/validation.md")]
     params = flatten({"clip": cfg.clip.model_dump()})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import os
 import shutil
 import subprocess
 import sys
@@ -418,3 +419,32 @@ def test_environment_faults_are_not_bad_input() -> None:
     assert classify(ConfigError("params.yaml: seed: bad"))[0] == EXIT_BAD_INPUT
     assert classify(RuntimeError("boom"))[0] == EXIT_FAILURE
     assert EXIT_QUARANTINED == 3
+
+
+def test_import_errors_are_the_environment_unless_they_are_ours() -> None:
+    from vidssl.entry import EXIT_ENVIRONMENT, EXIT_FAILURE, classify
+
+    code, line = classify(ModuleNotFoundError("No module named 'torch'", name="torch"))
+    assert code == EXIT_ENVIRONMENT and line.startswith("cannot import torch (") and "scripts/install.sh" in line
+    code, line = classify(ImportError("libtorch_cpu.so: cannot open shared object file", name="torch._C"))
+    assert code == EXIT_ENVIRONMENT and "cannot import torch (libtorch_cpu.so" in line
+    # a name missing from our own package is a bug, not a broken install
+    assert classify(ImportError("cannot import name 'x' from 'vidssl.io'", name="vidssl.io"))[0] == EXIT_FAILURE
+
+
+@pytest.mark.parametrize("stage", sorted(p.stem for p in (ROOT / "stages").glob("*.py")))
+def test_every_stage_names_a_broken_install_in_one_line(stage: str, tmp_path: Path) -> None:
+    """A broken library install (here torch and pydantic that fail on import) ends a stage before it starts,
+    with one line naming the library and how to reinstall, exit 74, and no traceback."""
+    for name in ("torch", "pydantic"):
+        (tmp_path / "shadow" / name).mkdir(parents=True)
+        (tmp_path / "shadow" / name / "__init__.py").write_text(
+            f"raise ImportError('lib{name}.so: cannot open shared object file', name='{name}')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "shadow"), str(ROOT)])}
+    env.pop("VIDSSL_DEBUG", None)
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 74, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("error: cannot import ") and "scripts/install.sh" in lines[0]

@@ -79,6 +79,12 @@ def classify(err: BaseException) -> tuple[int, str]:
     code = getattr(err, "exit_code", None)
     if isinstance(code, int):
         return code, _one_line(err)
+    if isinstance(err, ImportError) and not (err.name or "").startswith("vidssl"):
+        # a library that is missing or broken (torch, pydantic, ...): the install, not the input, needs fixing
+        module = (err.name or "a module").split(".")[0]
+        return EXIT_ENVIRONMENT, (f"cannot import {module} ({_one_line(err).splitlines()[0]}): the Python "
+                                  f"environment is incomplete or broken; reinstall with `bash scripts/install.sh` "
+                                  f"(or `pip install -e .`) and rerun: finished work is kept")
     if isinstance(err, OSError) and err.errno in _ENV_ERRNOS:
         what = os.strerror(err.errno) if err.errno else type(err).__name__
         path = f" {err.filename}" if err.filename else ""
