@@ -188,6 +188,62 @@ def test_store_lost_mid_run_loses_no_metric(store: str, tmp_path: Path, monkeypa
     assert client.get_run(run_id).info.status == "FINISHED" and not outbox.exists()
 
 
+def _start_server(db: Path, artifacts: Path, port: int) -> subprocess.Popen:
+    """`vidssl server`'s command line, started in its own process group and waited for until healthy."""
+    import urllib.request
+
+    from vidssl.pipeline.servers import server_command, sqlite_uri
+
+    proc = subprocess.Popen(server_command(sqlite_uri(db), str(artifacts), "127.0.0.1", port, workers=1),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180  # a cold start (imports, migrations) on a busy 2-core runner
+    while True:
+        assert proc.poll() is None, f"mlflow server exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return proc
+        except OSError:
+            assert time.monotonic() < deadline, "mlflow server did not answer"
+            time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_a_real_server_stopped_and_restarted_mid_run_loses_no_metric(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real tracking server goes away between epochs 1 and 4 and comes back on the same port and database:
+    every epoch's metric arrives, in order, and the run ends FINISHED with an empty outbox."""
+    import mlflow
+
+    from vidssl.pipeline.servers import stop_group
+
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("VIDSSL_PIPELINE_ID", "outage")
+    monkeypatch.setattr(tracking, "RETRY_OFFLINE_S", 0.0)  # try the server at every call, not every 30 s
+    monkeypatch.chdir(tmp_path)
+    db, artifacts = tmp_path / "server" / "mlflow.db", tmp_path / "server" / "artifacts"
+    server = _start_server(db, artifacts, port)
+    try:
+        with stage_run("pretrain", {"lr": 0.1}, root=tmp_path) as tracker:
+            run_id = tracker.run_id
+            for epoch in range(6):
+                if epoch == 2:
+                    stop_group(server)
+                if epoch == 4:
+                    assert (tmp_path / "mlruns" / "outbox" / f"{run_id}.jsonl").is_file()  # epochs 2-3 kept
+                    server = _start_server(db, artifacts, port)
+                tracker.log_metrics({"loss": 10.0 - epoch}, step=epoch)
+        history = mlflow.MlflowClient(uri).get_metric_history(run_id, "loss")
+        assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(e, 10.0 - e) for e in range(6)]
+        assert sorted(m.timestamp for m in history) == [m.timestamp for m in sorted(history, key=lambda m: m.step)]
+        assert mlflow.MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
+        assert not (tmp_path / "mlruns" / "outbox" / f"{run_id}.jsonl").exists()
+    finally:
+        stop_group(server)
+
+
 _KILLED = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
