@@ -14,7 +14,7 @@ def main() -> None:
 
     cfg = load_params()
     reports = [Path("reports/validation.json"), Path("reports/validation.md")]
-    params = flatten({"clip": cfg.clip.model_dump()})
+    params = flatten({"clip": cfg.clip.model_dump(), "checks": cfg.checks.model_dump()})
     try:
         run_validate(cfg, Path("data/lists"), Path("reports"), Path("data/frames"))
     except DataValidationError:  # bad data: the readable report goes to MLflow too, then the stage fails

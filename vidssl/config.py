@@ -65,6 +65,27 @@ class ListsParams(_Section):
     test_fraction: float = Field(0.3, gt=0, lt=1)  # folders datasets without split files: held-out share
 
 
+class ChecksParams(_Section):
+    """Per-video limits the data gate (the validate stage) checks against each pack's recorded source facts."""
+
+    min_fps: float = Field(5.0, ge=0)  # source frame rate below this fails the gate
+    max_fps: float = Field(120.0, gt=0)  # source frame rate above this fails the gate
+    min_seconds: float = Field(0.25, ge=0)  # shorter source video fails the gate (8 frames at 25 fps: 0.32 s)
+    max_seconds: float = Field(0.0, ge=0)  # longer source video fails the gate; 0: no limit
+    min_bytes: int = Field(1024, ge=0)  # smaller source file fails the gate
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "ChecksParams":
+        if self.min_fps > self.max_fps:
+            raise FieldError("min_fps", f"{self.min_fps} is above checks.max_fps ({self.max_fps}); give "
+                                        "min_fps <= max_fps", depends=("max_fps",))
+        if self.max_seconds and self.min_seconds > self.max_seconds:
+            raise FieldError("min_seconds", f"{self.min_seconds} is above checks.max_seconds "
+                                            f"({self.max_seconds}); lower it, or set max_seconds: 0 (no limit)",
+                             depends=("max_seconds",))
+        return self
+
+
 class ModelParams(_Section):
     backbone: Literal[BACKBONE_NAMES] = "tiny"  # type: ignore[valid-type]
     width: int = Field(16, ge=4)
@@ -266,6 +287,7 @@ class Params(_Section):
     synth: SynthParams = SynthParams()
     extract: ExtractParams = ExtractParams()
     lists: ListsParams = ListsParams()
+    checks: ChecksParams = ChecksParams()
     model: ModelParams = ModelParams()
     clip: ClipParams = ClipParams()
     pretrain: PretrainParams = PretrainParams()

@@ -1,7 +1,8 @@
 """The data gate: a great-expectations suite over the CSV lists and the frame store.
 
 Every row must point to a readable frame pack holding at least one clip span, carry a label and class name
-that agree with ``classes.csv`` and appear once; test videos must be in no training list. Offending rows
+that agree with ``classes.csv`` and appear once; test videos must be in no training list; the source video each
+pack records (frame rate, duration, file size: written by extract) must lie within ``checks.*``. Offending rows
 are named by video id in ``validation.json`` (machines) and ``validation.md`` (people). Facts GX has no
 expectation for (pack exists, video in another list) become pandas helper columns checked by plain GX
 expectations.
@@ -16,11 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vidssl.config import ChecksParams
 from vidssl.data.checks_report import problems, render_markdown
 from vidssl.io import write_json, write_text
 
 if TYPE_CHECKING:
     import pandas as pd
+
+Probe = tuple[str | None, float, dict[str, Any] | None]  # pack status, frame count, recorded source facts
 
 LISTS = ("pretrain", "train", "val", "test")
 COLUMNS = ("video_id", "frames_path", "n_frames", "label", "class_name", "split")
@@ -40,6 +44,14 @@ FIX_DROP = "set clip.short_videos: loop, lower the clip span (clip.frames x clip
 FIX_CLASSES = ("extract videos of the absent classes (lists.json names the missing ones), or remove those classes "
                "from the split files")
 FIX_LEAK = "fix the split files (a test video must not be in pretrain/train/val), then re-run `vidssl lists`"
+FIX_FPS = ("re-encode or remove these videos; if their frame rate is genuine, widen checks.min_fps / checks.max_fps "
+           "in params.yaml")
+FIX_SECONDS = ("remove these videos (or trim the long ones); if they are usable, lower checks.min_seconds or raise "
+               "checks.max_seconds (0: no limit) in params.yaml")
+FIX_BYTES = ("replace these files (a file this small is rarely a whole video); if they are fine, lower "
+             "checks.min_bytes in params.yaml")
+NO_FACTS = ("packs written before extract recorded each source video's frame rate, duration and size: these are "
+            "not checked; extract into an empty folder (or delete the old packs) to record them")
 
 
 class DataValidationError(Exception):
@@ -96,24 +108,47 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
     return df
 
 
-def _probe_pack(path: Any, cache: dict[str, tuple[str, float]]) -> tuple[str | None, float]:
-    """(status, frame count) of one frame pack; the ZIP directory is read, no frame is decoded."""
-    from vidssl.data.store import count_frames
+def _probe_pack(path: Any, cache: dict[str, Probe]) -> Probe:
+    """(status, frame count, source facts) of one frame pack; the ZIP directory is read, no frame is decoded."""
+    from vidssl.data.store import pack_info
 
     if not isinstance(path, str):
-        return None, math.nan  # empty frames_path: reported by the not-null check
+        return None, math.nan, None  # empty frames_path: reported by the not-null check
     if path not in cache:
         p = Path(path)
         if not p.exists():
-            cache[path] = (f"missing (cwd {Path.cwd()})" if not p.is_absolute() else "missing", math.nan)
+            cache[path] = (f"missing (cwd {Path.cwd()})" if not p.is_absolute() else "missing", math.nan, None)
         elif not p.is_file():
-            cache[path] = ("not a file", math.nan)
+            cache[path] = ("not a file", math.nan, None)
         else:
             try:
-                cache[path] = ("ok", float(count_frames(p)))
+                n, meta = pack_info(p)
+                cache[path] = ("ok", float(n), meta)
             except Exception as exc:  # a truncated or foreign file: say so instead of crashing the gate
-                cache[path] = (f"unreadable pack ({type(exc).__name__})", math.nan)
+                cache[path] = (f"unreadable pack ({type(exc).__name__})", math.nan, None)
     return cache[path]
+
+
+def _fact(meta: dict[str, Any] | None, key: str) -> float:
+    """One recorded source fact as a float; NaN (not checked) where the pack records none."""
+    value = (meta or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _fact_note(meta: dict[str, Any] | None, key: str, limits: ChecksParams) -> str | None:
+    """Names the source file, its value and the params key that bounds it, e.g.
+    ``source Archery/v_x.avi: 12 fps; limits checks.min_fps=25, checks.max_fps=120``."""
+    value = _fact(meta, key)
+    if value != value:
+        return None
+    video = (meta or {}).get("video", "?")
+    if key == "fps":
+        return f"source {video}: {value:g} fps; limits checks.min_fps={limits.min_fps:g}, " \
+               f"checks.max_fps={limits.max_fps:g}"
+    if key == "seconds":
+        top = f", checks.max_seconds={limits.max_seconds:g}" if limits.max_seconds else ""
+        return f"source {video}: {value:g} s; limits checks.min_seconds={limits.min_seconds:g}{top}"
+    return f"source {video}: {value:.0f} bytes; limit checks.min_bytes={limits.min_bytes}"
 
 
 def _numeric(col: pd.Series) -> pd.Series:
@@ -130,16 +165,23 @@ def _inside(path: Any, root: Path | None) -> bool | None:
 
 
 def _derive(df: pd.DataFrame, classes: dict[int, str] | None, others: list[tuple[str, set]],
-            cache: dict[str, tuple[str, float]], root: Path | None = None) -> pd.DataFrame:
+            cache: dict[str, Probe], root: Path | None = None,
+            limits: ChecksParams | None = None) -> pd.DataFrame:
     """Add the helper columns the suite checks, each only when its source columns exist."""
     out = df.copy()
     if "frames_path" in out:
         out["in_root"] = [_inside(p, root) for p in out["frames_path"]]
         out["root_note"] = [None if ok is not False else f"outside {root}" for ok in out["in_root"]]
         probes = [_probe_pack(p, cache) for p in out["frames_path"]]
-        out["pack_status"] = [s for s, _ in probes]
-        out["pack_frames"] = [n for _, n in probes]
-        out["pack_note"] = [f"pack has {n:.0f} frames" if n == n else None for _, n in probes]
+        out["pack_status"] = [s for s, _, _ in probes]
+        out["pack_frames"] = [n for _, n, _ in probes]
+        out["pack_note"] = [f"pack has {n:.0f} frames" if n == n else None for _, n, _ in probes]
+        # facts about each source video, as its pack recorded them; NaN (skipped by GX) where none are recorded
+        out["has_facts"] = [s != "ok" or m is not None for s, _, m in probes]
+        limits = limits or ChecksParams()
+        for key in ("fps", "seconds", "bytes"):
+            out[f"source_{key}"] = [_fact(m, key) for _, _, m in probes]
+            out[f"source_{key}_note"] = [_fact_note(m, key, limits) for _, _, m in probes]
     if "n_frames" in out:
         out["n_frames_num"] = _numeric(out["n_frames"])
     if "label" in out:
@@ -174,8 +216,28 @@ def _column_checks(gxe: Any, df: pd.DataFrame, required: tuple[str, ...]) -> lis
                             gxe.ExpectColumnValuesToNotBeNull(column=c)) for c in required]
 
 
+def _source_checks(gxe: Any, limits: ChecksParams) -> list[_Check]:
+    """Per-video limits on the source each pack records: frame rate, duration and file size (``checks.*``)."""
+    top = f" or above {limits.max_seconds:g} s (checks.max_seconds)" if limits.max_seconds else ""
+    return [
+        _Check("source_fps_range", "source_fps", f"whose source frame rate is outside {limits.min_fps:g}.."
+               f"{limits.max_fps:g} fps (checks.min_fps, checks.max_fps)", FIX_FPS,
+               gxe.ExpectColumnValuesToBeBetween(column="source_fps", min_value=limits.min_fps,
+                                                 max_value=limits.max_fps), "source_fps_note"),
+        _Check("source_seconds_range", "source_seconds", f"whose source video is shorter than "
+               f"{limits.min_seconds:g} s (checks.min_seconds){top}", FIX_SECONDS,
+               gxe.ExpectColumnValuesToBeBetween(column="source_seconds", min_value=limits.min_seconds,
+                                                 max_value=limits.max_seconds or None), "source_seconds_note"),
+        _Check("source_bytes_min", "source_bytes", f"whose source file is smaller than {limits.min_bytes} bytes "
+               "(checks.min_bytes)", FIX_BYTES,
+               gxe.ExpectColumnValuesToBeBetween(column="source_bytes", min_value=limits.min_bytes),
+               "source_bytes_note"),
+    ]
+
+
 def _list_checks(gxe: Any, df: pd.DataFrame, name: str, min_frames: int,
-                 n_classes: int | None, short_videos: str | None = None) -> list[_Check]:
+                 n_classes: int | None, short_videos: str | None = None,
+                 limits: ChecksParams | None = None) -> list[_Check]:
     """The suite for one list. With a ``short_videos`` policy, a video shorter than ``min_frames`` is not an
     error (it is looped or dropped, and counted apart); every video still needs one frame."""
     bound, fix_short = (min_frames, FIX_SHORT) if short_videos is None else (1, FIX_PACKS)
@@ -208,7 +270,7 @@ def _list_checks(gxe: Any, df: pd.DataFrame, name: str, min_frames: int,
                "class_note"),
         _Check("no_leak", "video_id", leak, FIX_LEAK, gxe.ExpectColumnValuesToBeNull(column="also_in"),
                "leak_note"),
-    ]
+    ] + _source_checks(gxe, limits or ChecksParams())
     if n_classes is not None and name == "train" and "label" in df:  # fine-tuning must see every class
         absent = sorted(set(range(n_classes)) - {int(x) for x in df["label_num"].dropna() if float(x).is_integer()})
         shown = ", ".join(map(str, absent[:20])) + (f", ... ({len(absent)} in all)" if len(absent) > 20 else "")
@@ -317,8 +379,17 @@ def _drop_entry(name: str, counts: dict[str, Any]) -> dict[str, Any]:
             "fix": FIX_DROP, "n_offending": 0, "offending": []}
 
 
+def _facts_counts(df: pd.DataFrame | None) -> dict[str, Any]:
+    """How many readable packs of a list record no source facts (so their fps, duration and size go unchecked)."""
+    if df is None or "has_facts" not in df:
+        return {"count": 0, "first": []}
+    bare = df[~df["has_facts"].astype(bool)]
+    ids = bare["video_id"].tolist() if "video_id" in bare else []
+    return {"count": int(len(bare)), "first": [str(v) for v in ids[:20]]}
+
+
 def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path, short_videos: str | None = None,
-                   data_root: Path | None = None) -> dict:
+                   data_root: Path | None = None, limits: ChecksParams | None = None) -> dict:
     """Run the data suite over ``lists_dir`` and write ``validation.json`` and ``validation.md``.
 
     Args:
@@ -329,6 +400,9 @@ def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path, short_
             as ``clip.short_videos``): such videos are counted in the report, not failed; with ``drop``, a
             pretrain, train or test list left without any video fails. None: a short video fails.
         data_root: the frame store; a row whose ``frames_path`` resolves outside it fails. None: no check.
+        limits: per-video limits on each pack's recorded source frame rate, duration and file size
+            (``checks`` in params.yaml); None: the typed defaults. Packs that record no facts (written before
+            extract recorded them) are counted in the report, not failed.
 
     Returns:
         The JSON report: ``success`` plus, per file, each expectation's result and offending rows.
@@ -337,6 +411,7 @@ def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path, short_
         DataValidationError: only when a CSV cannot be parsed at all (everything else goes in the report).
     """
     gx, gxe = _gx()
+    limits = limits or ChecksParams()
     lists_dir, report_dir = Path(lists_dir), Path(report_dir)
     root = None if data_root is None else Path(data_root).resolve()
     ctx = _context(gx)
@@ -348,12 +423,13 @@ def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path, short_
     classes = _classes(classes_df)
     n_classes = None if classes is None else len(classes_df)
     frames = {name: _read_csv(lists_dir / f"{name}.csv") for name in LISTS}
-    others, cache, short, per_class = _others(frames), {}, {}, {}
+    others, cache, short, per_class, bare = _others(frames), {}, {}, {}, {}
     for name, df in frames.items():
-        df = None if df is None else _derive(df, classes, others.get(name, []), cache, root)
+        df = None if df is None else _derive(df, classes, others.get(name, []), cache, root, limits)
         section = _section(ctx, gx, lists_dir / f"{name}.csv", df,
-                           lambda d, n=name: _list_checks(gxe, d, n, min_frames, n_classes, short_videos))
+                           lambda d, n=name: _list_checks(gxe, d, n, min_frames, n_classes, short_videos, limits))
         short[f"{name}.csv"] = counts = _short_counts(df, min_frames)
+        bare[f"{name}.csv"] = _facts_counts(df)
         if df is not None and "class_name" in df:
             per_class[f"{name}.csv"] = {str(k): int(v) for k, v in df["class_name"].value_counts().sort_index().items()}
         if short_videos == "drop" and name != "val" and counts["rows"] and counts["count"] == counts["rows"]:
@@ -363,6 +439,7 @@ def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path, short_
     report = {"success": all(s["success"] for s in sections.values()), "lists_dir": str(lists_dir),
               "min_frames": min_frames, "n_classes": n_classes, "great_expectations": gx.__version__,
               "short_videos": {"policy": short_videos or "fail", "span": min_frames, "lists": short},
+              "source_limits": limits.model_dump(), "without_source_facts": {"note": NO_FACTS, "lists": bare},
               "data_root": None if root is None else str(root), "class_counts": per_class, "lists": sections}
     write_json(report_dir / "validation.json", report)
     write_text(report_dir / "validation.md", render_markdown(report))
@@ -370,14 +447,14 @@ def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path, short_
 
 
 def check_lists(lists_dir: Path, *, min_frames: int, report_dir: Path, short_videos: str | None = None,
-                data_root: Path | None = None) -> dict:
+                data_root: Path | None = None, limits: ChecksParams | None = None) -> dict:
     """Validate the lists (see ``validate_lists``) and stop the pipeline if anything failed.
 
     Raises:
         DataValidationError: with the readable list of offending rows and how to fix them.
     """
     report = validate_lists(lists_dir, min_frames=min_frames, report_dir=report_dir, short_videos=short_videos,
-                            data_root=data_root)
+                            data_root=data_root, limits=limits)
     if not report["success"]:
         lines, fixes = problems(report)
         raise DataValidationError(

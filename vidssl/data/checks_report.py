@@ -53,6 +53,12 @@ def render_markdown(report: dict) -> str:
         counts = ", ".join(f"{f} {c}" for f, c in n.items()) or "none"
         out += ["", f"Videos shorter than the clip span ({short['span']} frames), {what} "
                 f"(clip.short_videos: {short['policy']}): {counts}."]
+    bare = report.get("without_source_facts")
+    if bare:
+        n = {f: c["count"] for f, c in bare["lists"].items() if c["count"]}
+        if n:
+            counts = ", ".join(f"{f} {c}" for f, c in n.items())
+            out += ["", f"Videos without recorded source facts ({counts}): {bare['note']}."]
     lines, fixes = problems(report)
     if lines:
         out += ["", "## Problems", ""] + [f"- {line}" for line in lines]

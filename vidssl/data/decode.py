@@ -78,7 +78,9 @@ def ffmpeg_args(path: Path, *, short_side: int, fps: float, quality: int, bitexa
         # passthrough: one JPEG per decoded frame; the default (cfr) duplicates frames at pts gaps.
         **{"q:v": round(quality_to_qscale(quality), 2), "fps_mode": "passthrough"},
     )
-    out = out.global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error",
+    # info level, each line tagged with its level: the input's description (frame rate, duration) is read from
+    # the same run (:func:`stream_info`) while only error lines count as errors (:func:`error_lines`).
+    out = out.global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info",
                           "-filter_threads", "1")
     return out.compile(cmd=imageio_ffmpeg.get_ffmpeg_exe())
 
@@ -123,6 +125,46 @@ def _jpeg_end(buf: bytearray) -> int:
     return -1
 
 
+_LEVEL = re.compile(r"^((?:\[[^\]]* @ [^\]]*\] )?)\[(\w+)\] ?(.*)$")  # "[ctx @ 0x..] [error] text"
+_ERROR_LEVELS = frozenset({"error", "fatal", "panic"})
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_VIDEO = re.compile(r"Stream #\d+:\d+.*?: Video: ")
+_RATE = re.compile(r"[ ,](\d+(?:\.\d+)?)(k?) (fps|tbr)\b")
+
+
+def error_lines(lines: list[str]) -> list[str]:
+    """The error-level lines of a ``-loglevel level+...`` log, level tag removed (as ``-loglevel error`` prints
+    them); an untagged line is kept, so nothing ffmpeg said about a failure is lost."""
+    out = []
+    for line in lines:
+        m = _LEVEL.match(line)
+        if m is None:
+            out.append(line)
+        elif m[2] in _ERROR_LEVELS:
+            out.append(m[1] + m[3])
+    return out
+
+
+def stream_info(log: str) -> dict[str, float | None]:
+    """Frame rate (``fps``) and duration (``seconds``) of an input from ffmpeg's description of it.
+
+    The frame rate is that of the first video stream that is not cover art: its ``fps`` (average rate), else its
+    ``tbr`` (ffmpeg's guess); ``1k fps`` is 1000. The duration is the container's. None where ffmpeg gives none
+    (``Duration: N/A``, a stream without a rate).
+    """
+    head = log.split("Output #0", 1)[0]  # the input's description, not the output's
+    head = "\n".join(_LEVEL.sub(r"\3", line) for line in head.splitlines())
+    fps = None
+    for line in head.splitlines():
+        if _VIDEO.search(line) and "(attached pic)" not in line:
+            rates = {kind: float(v) * (1000 if k else 1) for v, k, kind in _RATE.findall(line)}
+            fps = rates.get("fps", rates.get("tbr"))
+            break
+    dur = _DURATION.search(head)
+    seconds = int(dur[1]) * 3600 + int(dur[2]) * 60 + float(dur[3]) if dur else None
+    return {"fps": fps, "seconds": None if seconds is None else round(seconds, 3)}
+
+
 # ffmpeg's own words for the common failures -> one plain reason (first match wins)
 _REASONS = (
     (re.compile(r"Picture size (\d+x\d+) exceeds specified max pixel count (\d+)"),
@@ -144,9 +186,12 @@ def explain(lines: list[str]) -> str | None:
 
 def decode_frames(
     path: Path, *, short_side: int, fps: float, quality: int, warnings: list[str], max_pixels: int = 0,
-    exact: bool = True,
+    exact: bool = True, info: dict | None = None,
 ) -> Iterator[bytes]:
     """Yield JPEG frames of ``path`` from one ffmpeg process; appends ffmpeg's error lines to ``warnings``.
+
+    ``info``, when given, receives the source's frame rate and duration (:func:`stream_info`) once the last frame
+    is out, from the same ffmpeg run.
 
     Raises:
         DecodeError: ffmpeg exited non-zero or decoded no frames. The message's first line is the exit status
@@ -169,7 +214,10 @@ def decode_frames(
                 proc.wait()
             proc.stdout.close()
         err.seek(0)
-        lines = err.read().decode("utf-8", "replace").splitlines()
+        log = err.read().decode("utf-8", "replace")
+    lines = error_lines(log.splitlines())
+    if info is not None:
+        info.update(stream_info(log))
     if rc != 0 or n == 0:
         why = f"ffmpeg exited with code {rc}" if rc != 0 else "ffmpeg decoded 0 frames"
         tail = lines[-STDERR_TAIL:]

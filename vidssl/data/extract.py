@@ -183,13 +183,18 @@ def extract_one(item: VideoInput, out: Path, *, short_side: int, fps: float, qua
         rec = (_record(item, "quarantined", 0, error=small, source=source) if small else
                _record(item, "skipped", valid_pack_frames(pack) if pack_source(pack) == source else 0, source=source))
     if rec["status"] == "skipped" and rec["n_frames"] == 0:
+        # what the data gate checks per video (validate.*), kept in the pack so a resumed run loses nothing;
+        # the decoder fills in the frame rate and duration from its own run
+        meta: dict[str, Any] = {"video": item.video, "bytes": None, "fps": None, "seconds": None}
         try:
             if item.is_folder:
-                n = pack_jpeg_folder(item.path, pack, source=source, warnings=rec["warnings"])
+                n = pack_jpeg_folder(item.path, pack, source=source, warnings=rec["warnings"], meta=meta)
             else:
+                meta["bytes"] = item.path.stat().st_size
                 n = write_pack(pack, decode_frames(item.path, short_side=short_side, fps=fps, quality=quality,
-                                                   warnings=rec["warnings"], max_pixels=max_pixels, exact=exact),
-                               source=source)
+                                                   warnings=rec["warnings"], max_pixels=max_pixels, exact=exact,
+                                                   info=meta),
+                               source=source, meta=meta)
             if n < min_frames:
                 raise ValueError(f"decoded {n} frame(s), fewer than extract.min_frames={min_frames}")
             rec.update(status="extracted", n_frames=n)

@@ -2,18 +2,21 @@
 
 One file per video keeps DVC hashing and network filesystems fast (UCF101 is ~2.5M frames), a clip read
 is one open plus a few seeks, and any user can ``unzip`` a pack. Frames are named ``000000.jpg``,
-``000001.jpg``, ... in decode order; nothing else is stored, so the frame count is the entry count.
+``000001.jpg``, ... in decode order; nothing else is stored, so the frame count is the entry count. The ZIP
+comment says where the frames came from: the source's SHA-256 on its first line and, on a second, a JSON object
+of facts about the source video (file, size in bytes, frame rate, duration) that the data gate checks.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import simplejpeg
@@ -35,12 +38,14 @@ def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
 
 
 def write_pack(path: str | os.PathLike[str], frames: Iterable[np.ndarray | bytes], quality: int = 90,
-               source: str | None = None) -> int:
+               source: str | None = None, meta: Mapping[str, Any] | None = None) -> int:
     """Write frames (RGB arrays or ready JPEG bytes) to a pack atomically; return the frame count.
 
     The pack appears under ``path`` only once complete, so a crash never leaves a pack that a rerun
     would take as done. ``source``, the digest of what the frames came from, goes in the ZIP comment
-    (:func:`pack_source`), so a pack says which version of its video it holds.
+    (:func:`pack_source`), so a pack says which version of its video it holds; ``meta``, facts about that
+    video (:func:`pack_meta`), follows on a second line. ``meta`` is read once every frame is written, so a
+    decoder may fill it in as it goes.
     """
     n = 0
     with atomic_path(path) as tmp:
@@ -50,6 +55,9 @@ def write_pack(path: str | os.PathLike[str], frames: Iterable[np.ndarray | bytes
                 zf.writestr(_entry(frame_name(n - 1)), data)
             if source is not None:
                 zf.comment = _SOURCE_TAG + source.encode("ascii")
+            if meta is not None:  # sorted, compact JSON: the same facts give the same bytes (and DVC hash)
+                zf.comment = (zf.comment or b"") + b"\n" + json.dumps(dict(meta), sort_keys=True,
+                                                                     separators=(",", ":")).encode("ascii")
         if n == 0:
             raise ValueError(f"{path}: no frames to write")
     return n
@@ -62,7 +70,35 @@ def pack_source(path: str | os.PathLike[str]) -> str | None:
             comment = zf.comment
     except (OSError, zipfile.BadZipFile):
         return None
-    return comment[len(_SOURCE_TAG):].decode("ascii") if comment.startswith(_SOURCE_TAG) else None
+    first = comment.split(b"\n", 1)[0]
+    return first[len(_SOURCE_TAG):].decode("ascii") if first.startswith(_SOURCE_TAG) else None
+
+
+def comment_meta(comment: bytes) -> dict[str, Any] | None:
+    """The source facts in a pack's ZIP comment (see :func:`write_pack`), or None if it holds none (a pack
+    written before packs recorded them, or by another tool)."""
+    parts = comment.split(b"\n", 1)
+    if len(parts) < 2:
+        return None
+    try:
+        meta = json.loads(parts[1].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def pack_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Facts about the video a pack came from: ``video`` (``<class>/<file>``), ``bytes`` (its file size),
+    ``fps`` and ``seconds`` (None where ffmpeg gave none, or for imported JPEG folders). None when the pack
+    records none; raises like :class:`zipfile.ZipFile` on a missing or unreadable pack."""
+    with zipfile.ZipFile(path) as zf:
+        return comment_meta(zf.comment)
+
+
+def pack_info(path: str | os.PathLike[str]) -> tuple[int, dict[str, Any] | None]:
+    """Frame count and source facts (:func:`pack_meta`) of a pack from one read of its ZIP directory."""
+    with zipfile.ZipFile(path) as zf:
+        return sum(1 for name in zf.namelist() if name.endswith(".jpg")), comment_meta(zf.comment)
 
 
 def _entry(name: str) -> zipfile.ZipInfo:
@@ -126,7 +162,7 @@ def frame_files(folder: str | os.PathLike[str]) -> tuple[list[Path], list[str]]:
 
 
 def pack_jpeg_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], source: str | None = None,
-                     warnings: list[str] | None = None) -> int:
+                     warnings: list[str] | None = None, meta: Mapping[str, Any] | None = None) -> int:
     """Import a pre-extracted folder of JPEG frames (in numeric order) as a pack, bytes copied as-is.
 
     Gaps in the numbering are appended to ``warnings``: the frames present are packed, in order.
@@ -134,7 +170,7 @@ def pack_jpeg_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], s
     files, notes = frame_files(src)
     if warnings is not None:
         warnings.extend(notes)
-    return write_pack(dst, (p.read_bytes() for p in files), source=source)
+    return write_pack(dst, (p.read_bytes() for p in files), source=source, meta=meta)
 
 
 def count_frames(path: str | os.PathLike[str]) -> int:

@@ -61,7 +61,7 @@ def run_validate(cfg: Params, lists_dir: Path, report_dir: Path,
         except (OSError, ValueError, KeyError, TypeError):
             frames_root = None
     return check_lists(lists_dir, min_frames=cfg.clip.span, report_dir=report_dir,
-                       short_videos=cfg.clip.short_videos, data_root=frames_root)
+                       short_videos=cfg.clip.short_videos, data_root=frames_root, limits=cfg.checks)
 
 
 def _metrics_only(summary: dict[str, Any]) -> dict[str, Any]:
