@@ -53,6 +53,7 @@ sys.path.insert(0, str(WORKSPACE))  # loaded by a worker from a checkout: import
 
 from flows import handoff  # noqa: E402
 from vidssl.entry import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILURE  # noqa: E402
+from vidssl.pipeline import splits  # noqa: E402
 from vidssl.pipeline.lock import WorkspaceBusyError, workspace_lock  # noqa: E402
 
 # Telemetry off for every tool the stages touch; also given to each stage's environment.
@@ -119,9 +120,9 @@ class PipelineBusyError(WorkspaceBusyError):
 class StageFailedError(RuntimeError):
     """`dvc repro` of one stage exited non-zero; the message carries the end of its output."""
 
-    def __init__(self, stage: str, returncode: int, tail: str) -> None:
+    def __init__(self, stage: str, returncode: int, tail: str, command: str | None = None) -> None:
         super().__init__(
-            f"stage {stage!r} failed: `dvc repro --single-item {stage}` exited with {returncode}. "
+            f"stage {stage!r} failed: `{command or f'dvc repro --single-item {stage}'}` exited with {returncode}. "
             f"Last lines of its output:\n{tail}"
         )
         self.stage, self.returncode, self.tail = stage, returncode, tail
@@ -131,11 +132,11 @@ _BUSY = ("another pipeline is running in this workspace ({repo}); wait for it to
          "again.\n{detail}")
 
 
-def stage_error(stage: str, repo: Path, returncode: int, tail: str) -> RuntimeError:
+def stage_error(stage: str, repo: Path, returncode: int, tail: str, command: str | None = None) -> RuntimeError:
     """The exception for a failed `dvc repro`: PipelineBusyError when DVC or the workspace lock says busy."""
     if any(pattern in tail for pattern in _LOCK_PATTERNS) or returncode == WorkspaceBusyError.exit_code:
         return PipelineBusyError(_BUSY.format(repo=repo, detail=tail))
-    return StageFailedError(stage, returncode, tail)
+    return StageFailedError(stage, returncode, tail, command)
 
 
 def _entries(stage: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
@@ -375,15 +376,23 @@ def run_stage(stage: str, repo: str, env: dict[str, str], force: bool = False) -
         PipelineBusyError: another dvc process or stage holds a lock this stage needs (not retried).
         StageFailedError: dvc exited non-zero; the message holds its last 40 lines.
     """
+    cmd = [*handoff.dvc_command(), "repro", "--single-item", stage, *(["--force"] if force else [])]
+    returncode, tail, ran, seconds = _stream(cmd, repo, env)
+    if returncode != 0:
+        raise stage_error(stage, Path(repo), returncode, tail)
+    return {"stage": stage, "returncode": returncode, "seconds": seconds, "ran": ran}
+
+
+def _stream(cmd: list[str], repo: str, env: dict[str, str]) -> tuple[int, str, bool, float]:
+    """Run a dvc command in `repo`, each output line to the Prefect log: (exit code, last lines, whether a
+    stage ran, seconds). The command gets SIGTERM if this process dies."""
     logger = get_run_logger()
-    cmd = with_parent_death_signal([*handoff.dvc_command(), "repro", "--single-item", stage,
-                                    *(["--force"] if force else [])])
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     ran = False
     start = time.monotonic()
     with subprocess.Popen(
-        cmd, cwd=repo, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace", bufsize=1,
+        with_parent_death_signal(cmd), cwd=repo, env={**os.environ, **env}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
     ) as proc:
         assert proc.stdout is not None
         for raw in proc.stdout:
@@ -394,10 +403,29 @@ def run_stage(stage: str, repo: str, env: dict[str, str], force: bool = False) -
             logger.info("%s", line)
             ran = ran or bool(_RAN_RE.match(line))
         returncode = proc.wait()
-    seconds = round(time.monotonic() - start, 3)
+    return returncode, "\n".join(tail), ran, round(time.monotonic() - start, 3)
+
+
+@task(name="dvc-experiment", task_run_name="split {split}", cache_policy=NO_CACHE,
+      retry_condition_fn=_retry_unless_busy)
+def run_split(split: int, repo: str, env: dict[str, str], name: str, stages: list[str],
+              force: bool = False) -> dict[str, Any]:
+    """One official split as a DVC experiment in `repo`'s workspace: `dvc exp run -S data.split=N --name NAME
+    --single-item <stages in pipeline order>`, streaming its output to the Prefect log.
+
+    Returns:
+        {"stage": "split N", "experiment", "returncode", "seconds", "ran"}.
+
+    Raises:
+        PipelineBusyError: another dvc process holds a lock the experiment needs.
+        StageFailedError: `dvc exp run` exited non-zero; the message holds its last 40 lines.
+    """
+    cmd = splits.exp_run_command(handoff.dvc_command(), split, name, force, ["--single-item", *stages])
+    returncode, tail, ran, seconds = _stream(cmd, repo, env)
     if returncode != 0:
-        raise stage_error(stage, Path(repo), returncode, "\n".join(tail))
-    return {"stage": stage, "returncode": returncode, "seconds": seconds, "ran": ran}
+        shown = "dvc " + " ".join(cmd[len(handoff.dvc_command()):])
+        raise stage_error(f"split {split}", Path(repo), returncode, tail, shown)
+    return {"stage": f"split {split}", "experiment": name, "returncode": returncode, "seconds": seconds, "ran": ran}
 
 
 @task(name="dvc-transfer", task_run_name="dvc {verb}", cache_policy=NO_CACHE, retries=IO_RETRIES,
@@ -479,6 +507,8 @@ def run_pipeline(root: Path, stages: list[str] | None, force: bool, pipeline_id:
     """
     logger = get_run_logger()
     planned = select_stages(root, stages)
+    if splits.wants_all_splits(root):
+        return run_all_splits(root, planned, force, pipeline_id, wait_s, gpu_deployment)
     pid = pipeline_id or str(flow_run.id)
     env = stage_env(pid, str(flow_run.id))
     results: list[dict[str, Any]] = []
@@ -510,6 +540,74 @@ def run_pipeline(root: Path, stages: list[str] | None, force: bool, pipeline_id:
         if results:
             end_parent_run(root, pid, status)
     return Completed(message=final_message(results), data=results)
+
+
+def run_all_splits(root: Path, planned: list[str], force: bool, pipeline_id: str | None, wait_s: float | None,
+                   gpu_deployment: str | None = None) -> Any:
+    """`data.split: all`: each official split as a DVC experiment in the workspace (`dvc exp run -S
+    data.split=N`), one after the other; then their mean and sample sd in reports/splits.{json,md} and an MLflow
+    run over the three splits' pipeline runs. params.yaml is given back as it was (`data.split: all`); the
+    workspace holds the last split's results, and `dvc exp apply <name>` brings back another's."""
+    logger = get_run_logger()
+    if gpu_deployment:
+        message = ("data.split: all runs its three experiments in this workspace; run it without a GPU deployment "
+                   "(`vidssl pipeline` on the GPU machine), or one split at a time")
+        logger.error("%s", message)
+        return Failed(name="SplitsHere", message=message)
+    if splits.SUMMARY_STAGE not in planned:
+        message = f"data.split: all reports each split's {splits.SUMMARY_STAGE} metrics; include that stage"
+        logger.error("%s", message)
+        return Failed(name="SplitsNeedEvaluate", message=message)
+    pid = pipeline_id or str(flow_run.id)
+    down = tracking_down()
+    if down:
+        logger.error("%s", down)
+        return Failed(name="TrackingUnavailable", message=down)
+    params = root / "params.yaml"
+    original, mode = params.read_bytes(), params.stat().st_mode & 0o777
+    from vidssl.config import load_params
+    from vidssl.io import atomic_path
+
+    dataset = load_params(params, any_split=True).data.dataset
+    results: list[dict[str, Any]] = []
+    per_split: dict[int, dict[str, float]] = {}
+    names = {n: splits.experiment_name(pid, n) for n in splits.SPLITS}
+    children = {n: f"{pid}-split{n}" for n in splits.SPLITS}
+    logger.info("workspace %s; data.split: all -> experiments %s over stages %s", root,
+                ", ".join(names.values()), ", ".join(planned))
+    try:
+        with workspace_guard(root, f"pipeline {pid}", wait_s):
+            try:
+                for n in splits.SPLITS:
+                    status = "FAILED"
+                    try:
+                        with gpu_guard():  # the experiment trains: one per GPU, as a training stage
+                            results.append(run_split(n, str(root), stage_env(children[n], str(flow_run.id)),
+                                                     names[n], planned, force))
+                        per_split[n] = splits.read_metrics(root)
+                        status = "FINISHED"
+                    finally:
+                        end_parent_run(root, children[n], status)
+            finally:
+                with atomic_path(params) as tmp:  # `dvc exp run -S` left the last split's value in the file
+                    tmp.write_bytes(original)
+                    tmp.chmod(mode)
+                logger.info(_summary(results, [f"split {n}" for n in splits.SPLITS]))
+    except WorkspaceBusyError as err:
+        busy = err if isinstance(err, PipelineBusyError) else PipelineBusyError(str(err))
+        logger.error("%s", busy)
+        return Failed(name="WorkspaceBusy", message=str(busy), data=busy)
+    agg = splits.aggregate(per_split)
+    out_json, out_md = root / "reports" / "splits.json", root / "reports" / "splits.md"
+    logger.info("%s", splits.write_reports(agg, out_json, out_md, names, dataset))
+    if os.environ.get("MLFLOW_TRACKING_URI") or (root / "mlruns" / "mlflow.db").is_file():
+        try:
+            run_id = splits.log_parent(root, pid, agg, children, names, [out_json, out_md], dataset)
+            logger.info("MLflow run %s holds the mean and sd over the splits", run_id)
+        except Exception as err:  # noqa: BLE001 - tracking must not fail a finished run; the reports are written
+            logger.warning("could not log the splits' summary to MLflow: %s", err)
+    return Completed(message=f"ran data.split 1-3 as experiments {', '.join(names.values())}; mean and sd in "
+                             f"{out_md}", data=results)
 
 
 def tracking_down() -> str | None:
@@ -624,7 +722,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     try:
-        select_stages(args.repo, stages)  # fail fast, before a Prefect server is started
+        planned = select_stages(args.repo, stages)  # fail fast, before a Prefect server is started
+        if splits.wants_all_splits(Path(args.repo)) and splits.SUMMARY_STAGE not in planned:
+            raise ValueError(f"data.split: all reports each split's {splits.SUMMARY_STAGE} metrics: add "
+                             f"{splits.SUMMARY_STAGE} to --stages, or leave --stages out")
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -44,13 +44,15 @@ def _main(debug: bool = typer.Option(False, "--debug", help=f"show the traceback
     _STATE["defaults"] = defaults
 
 
-def _cfg(path: Path, **overrides: dict) -> "object":
-    """The params of ``path``, with command-line options (``overrides``: section -> key -> value or None) on top."""
-    from vidssl.config import resolve_params
+def _cfg(path: Path, any_split: bool = False, **overrides: dict) -> "object":
+    """The params of ``path``, with command-line options (``overrides``: section -> key -> value or None) on top;
+    one official split unless ``any_split`` (``data.split: all`` is for `vidssl pipeline` only)."""
+    from vidssl.config import one_split, resolve_params
 
     over = {section: {k: v for k, v in values.items() if v is not None} for section, values in overrides.items()}
     over = {k: v for k, v in over.items() if v}
-    return resolve_params(path, defaults=_STATE["defaults"], overrides=[("command-line options", over)]).params
+    cfg = resolve_params(path, defaults=_STATE["defaults"], overrides=[("command-line options", over)]).params
+    return cfg if any_split else one_split(cfg, str(path))
 
 
 @app.command()
@@ -441,7 +443,7 @@ def plan(gpu_mem: float = typer.Option(80.0, "--gpu-mem", help="GiB of memory pe
         from vidssl.config import apply_preset, parse_params
         from vidssl.engine.plan import plan as make_plan
 
-        cfg = _cfg(params)
+        cfg = _cfg(params, any_split=True)
         if preset:
             raw = apply_preset({**cfg.model_dump(), "preset": preset}, params.parent / "presets")
             cfg = parse_params(raw, f"{params} + preset {preset}")
@@ -458,7 +460,7 @@ def check_params(params: Path = PARAMS) -> None:
     """Validate a params file and print it resolved."""
     import yaml
 
-    run_main(lambda: typer.echo(yaml.safe_dump(_cfg(params).model_dump(), sort_keys=False)))
+    run_main(lambda: typer.echo(yaml.safe_dump(_cfg(params, any_split=True).model_dump(), sort_keys=False)))
 
 
 @app.command(name="params")

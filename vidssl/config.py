@@ -26,13 +26,27 @@ from vidssl.params_base import Section as _Section
 # The registered backbones (vidssl/models; a test keeps the two lists equal). Spelled out here because the
 # registry imports torch and the config is parsed where torch must not load (`vidssl --help`, check-params).
 BACKBONE_NAMES = ("tiny", "c3d", "r3d10", "r21d10", "r3d18", "i3d")
+# Datasets whose official split files come in three train/test splits (``data.split: all`` runs all three).
+SPLIT_DATASETS = ("ucf101", "hmdb51")
 
 
 class DataParams(_Section):
     dataset: Literal["synthetic", "ucf101", "hmdb51", "kinetics400", "diving48", "folders"] = "synthetic"
     raw_dir: str = "data/raw/videos"
     split_dir: str = "data/raw/splits"
-    split: int = Field(1, ge=1, le=3)
+    split: int | Literal["all"] = 1  # official split 1-3; "all": the three, as DVC experiments (`vidssl pipeline`)
+
+    @model_validator(mode="after")
+    def _split(self) -> "DataParams":
+        if self.split == "all":
+            if self.dataset not in SPLIT_DATASETS:
+                raise FieldError("split", f"'all' but dataset {self.dataset!r} has one official split; 'all' is for "
+                                          f"{' and '.join(SPLIT_DATASETS)} (three splits each); set data.split: 1",
+                                 depends=("dataset",))
+        elif not 1 <= self.split <= 3:
+            raise FieldError("split", f"{self.split}: give an official split number 1, 2 or 3, or 'all' (the three "
+                                      "as DVC experiments, through `vidssl pipeline`)")
+        return self
 
 
 class SynthParams(_Section):
@@ -589,9 +603,25 @@ def _report_entry_problems(cfg: Params, layers: Sequence[Layer], source: str) ->
     return problems
 
 
-def load_params(path: str | os.PathLike[str] = "params.yaml", *, defaults: bool = False) -> Params:
-    """Read and validate ``params.yaml`` (with its preset, if it names one); see :func:`resolve_params`."""
-    return resolve_params(path, defaults=defaults).params
+def one_split(cfg: Params, source: str = "params.yaml") -> Params:
+    """``cfg`` itself when it names one official split; ConfigError when ``data.split`` is ``all``, which only
+    `vidssl pipeline` runs (as one DVC experiment per split): a stage, `dvc repro` or a command reading one
+    split's lists refuses it before any work."""
+    if cfg.data.split == "all":
+        raise ConfigError(f"{source}: data.split: 'all' runs the three official splits as DVC experiments, which "
+                          "only `vidssl pipeline` does; run `vidssl pipeline`, or set data.split to 1, 2 or 3 "
+                          "for `dvc repro` and single commands")
+    return cfg
+
+
+def load_params(path: str | os.PathLike[str] = "params.yaml", *, defaults: bool = False,
+                any_split: bool = False) -> Params:
+    """Read and validate ``params.yaml`` (with its preset, if it names one); see :func:`resolve_params`.
+
+    What a stage reads: one official split, so ``data.split: all`` is refused (:func:`one_split`) unless
+    ``any_split``."""
+    cfg = resolve_params(path, defaults=defaults).params
+    return cfg if any_split else one_split(cfg, str(path))
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
