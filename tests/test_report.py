@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,13 @@ def test_report_end_to_end_reuses_finished_methods(tiny_lists: Path, tmp_path: P
     monkeypatch.setattr(train, "pretrain", boom)
     monkeypatch.setattr(train, "finetune", boom)
     assert run_methods_report(cfg, tiny_lists, work, out, ["iic", "cmc"]) == text
+    # The Markdown and HTML are a view of the stored JSON: regenerated, they are the same bytes.
+    from vidssl.pipeline.paper_table import methods_view
+
+    html = out.with_suffix(".html").read_bytes()
+    assert methods_view(out.with_suffix(".json"), tmp_path / "again.md", tmp_path / "again.html") == text
+    assert (tmp_path / "again.md").read_bytes() == out.read_bytes()
+    assert (tmp_path / "again.html").read_bytes() == html and b"<table>" in html
     # A changed setting of one method makes only that method's result stale.
     changed = _cfg(overrides={"cmc": {"pretrain": {"lr": 0.02}}})
     with pytest.raises(AssertionError, match="trained again"):
@@ -291,3 +299,61 @@ def test_per_seed_table_pairs_each_seed_with_random_init() -> None:
     assert "**iic** does NOT clearly beat random init on retrieval top-1" in text
     assert "Per seed (1 / 2): each entry's gain" in render(_cfg(), [*ri, *iic], 60)
     assert "Per seed" not in render(_cfg(), [*ri[:1], *iic[:1]], 60)
+
+
+def _fixture_rows() -> list[Row]:
+    """Hand-made results: two seeds, random init, a seed method, its baseline and a variant; factors, probes, rank."""
+    f = {"class": {"agree": 0.5, "chance": 0.1}, "motion_pair": {"agree": 0.6, "chance": 0.2},
+         "background": {"agree": 0.25, "chance": 0.25}, "shape": {"agree": 0.2, "chance": 0.2}}
+    rows = []
+    for seed, shift in ((1, 0.0), (2, 0.1)):
+        rows += [Row(RANDOM_INIT, "reference", None, {"top1": 0.10 + shift, "top5": 0.4}, 0.2,
+                     {"retrieve": 1.0, "finetune": 2.0, "total": 3.0}, seed=seed, rank=5.0 + seed, dim=64),
+                 Row("iic", "seed", "cmc", {"top1": 0.30 + shift, "top5": 0.7}, 0.5 + shift,
+                     {"pretrain": 10.0, "retrieve": 1.0, "finetune": 2.0, "total": 13.0}, 3.25, seed, f,
+                     rank=20.0, dim=64),
+                 Row("cmc", "baseline", None, {"top1": 0.15, "top5": 0.45}, 0.25,
+                     {"pretrain": 9.0, "total": 12.0}, seed=seed,
+                     probes={"order": {"random": 0.5, "trained": 0.75 + shift}}),
+                 Row("iic_lr", "variant", "iic", {"top1": 0.35, "top5": 0.75}, 0.55, {"pretrain": 11.0, "total": 14.0},
+                     seed=seed, method="iic")]
+    return rows
+
+
+def test_vidssl_report_writes_the_methods_report_as_a_view_of_stored_results(tmp_path: Path) -> None:
+    """reports/methods.md is what the report function makes of reports/methods.json, byte for byte, every time;
+    its numbers are the fixture's."""
+    from typer.testing import CliRunner
+
+    from vidssl.cli import app
+    from vidssl.io import write_json
+    from vidssl.pipeline.report import render_document, results_document
+
+    cfg = _cfg(variants={"iic_lr": {"method": "iic", "overrides": {"pretrain": {"lr": 0.02}}}})
+    rows = _fixture_rows()
+    stored = tmp_path / "reports" / "methods.json"
+    write_json(stored, results_document(cfg, rows, 60))  # as `vidssl methods-report` stores it
+    expected = render(cfg, rows, 60)  # the report function on the rows in memory, before any JSON
+    args = ["report", "--root", str(tmp_path), "--out", str(tmp_path / "reports" / "paper.md"), "--methods", str(stored)]
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
+    first = CliRunner().invoke(app, args, env=env)
+    assert first.exit_code == 0, first.output
+    md, html = stored.with_suffix(".md"), stored.with_suffix(".html")
+    assert md.read_text(encoding="utf-8") == expected
+    md_bytes, html_bytes = md.read_bytes(), html.read_bytes()
+    again = CliRunner().invoke(app, args, env=env)
+    assert again.exit_code == 0 and md.read_bytes() == md_bytes and html.read_bytes() == html_bytes
+    text = md_bytes.decode()
+    # Numbers from the fixture: top-1 30 and 40 -> 35.0 ± 7.1; fine-tune 50 and 60 -> 55.0 ± 7.1; rank 20 of 64.
+    assert "| iic | seed | 35.0 ± 7.1 | 70.0 ± 0.0 | 55.0 ± 7.1 | 20.0 ± 0.0 of 64 | 10 | 13 |" in text
+    assert "| random init | reference | 15.0 ± 7.1 | 40.0 ± 0.0 | 20.0 ± 0.0 | 6.5 ± 0.7 of 64 | – | 3 |" in text
+    assert "Dataset `synthetic` split 1 (60 test videos" in text and "Variant `iic_lr`: iic as in its row, with " \
+        "`pretrain.lr: 0.02`." in text
+    assert "| cmc | order | 50.0 ± 0.0 | 80.0 ± 7.1 |" in text  # probes table
+    assert "<td>35.0 ± 7.1</td>" in html_bytes.decode() and "<h2>Verdicts</h2>" in html_bytes.decode()
+    assert render_document(json.loads(stored.read_text()), str(stored)) == expected
+    # Results stored by an older methods-report (rows only) are named, not rendered with made-up settings.
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"rows": [asdict(r) for r in rows]}))
+    with pytest.raises(ValueError, match="old.json: written by an older `vidssl methods-report`"):
+        render_document(json.loads(old.read_text()), str(old))

@@ -242,11 +242,19 @@ def diagnose(lists_dir: Path = typer.Argument(Path("data/lists")),
 
 @app.command()
 def report(out: Path = typer.Option(Path("reports/paper.md"), help="Markdown table (the HTML goes beside it)"),
-           root: Path = typer.Option(Path("."), help="workspace whose MLflow store is read")) -> None:
-    """Paper-style table (method x backbone x dataset x protocol) from the tracked runs, published numbers beside."""
+           root: Path = typer.Option(Path("."), help="workspace whose MLflow store is read"),
+           methods: Path = typer.Option(Path("reports/methods.json"),
+                                        help="stored `vidssl methods-report` results: their view is written "
+                                             "beside them as .md and .html (skipped when the file is absent)")) -> None:
+    """Paper-style table (method x backbone x dataset x protocol) from the tracked runs, published numbers beside;
+    and the methods report (reports/methods.md, .html), a view of the results methods-report stored."""
     from vidssl.pipeline.paper_table import run_report
 
-    run_main(lambda: typer.echo(run_report(root, out, out.with_suffix(".html"))))
+    def go() -> None:
+        typer.echo(run_report(root, out, out.with_suffix(".html"), methods if methods.is_file() else None))
+        if methods.is_file():
+            typer.echo(f"methods report: {methods.with_suffix('.md')} and {methods.with_suffix('.html')} from {methods}")
+    run_main(go)
 
 
 @app.command()
@@ -396,13 +404,16 @@ def methods() -> None:
 @app.command(name="methods-report")
 def methods_report(lists: Path = typer.Option(Path("data/lists"), help="lists folder from `vidssl lists`"),
                    work: Path = typer.Option(Path("models/methods"), help="per-method checkpoints and results"),
-                   out: Path = typer.Option(Path("reports/methods.md"), help="Markdown report (JSON beside it)"),
+                   out: Path = typer.Option(Path("reports/methods.md"),
+                                            help="Markdown report (results JSON and HTML beside it)"),
                    only: Optional[str] = typer.Option(None, "--methods",
                                                       help="comma-separated subset of report.methods"),
                    seeds: Optional[str] = typer.Option(None, help="comma-separated seeds (default report.seeds, "
                                                        "else seed): mean ± sd and per-seed paired verdicts"),
                    params: Path = PARAMS) -> None:
-    """Random init vs every baseline and seed method on the same data: retrieval, fine-tune, wall time."""
+    """Random init vs every baseline and seed method on the same data: retrieval, fine-tune, wall time.
+
+    Stores the results in OUT with .json; the Markdown and HTML are the view `vidssl report` also writes."""
     from vidssl.pipeline.report import run_methods_report
 
     names = [m.strip() for m in only.split(",") if m.strip()] if only else None

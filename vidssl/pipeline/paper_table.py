@@ -5,6 +5,9 @@ dataset, split and protocol; the newest run of each group counts. A setting run 
 (``data.split`` 1, 2 and 3) gets a "1-3" row: mean ± sd over the splits. A published number is shown beside ours only
 when its entry in ``PUBLISHED`` names the same method, backbone, dataset and protocol (source named in the
 footnotes); otherwise the cell says nothing rather than compare unlike things.
+
+It is also the one producer of the methods report's Markdown and HTML (reports/methods.md, .html): a view of the
+results `vidssl methods-report` stores in reports/methods.json (:func:`methods_view`), never a file kept by hand.
 """
 
 from __future__ import annotations
@@ -168,8 +171,35 @@ def html_page(rows: list[dict[str, Any]]) -> str:
             f"<table><tr>{head}</tr>{trs}</table><ol>{foot}</ol>\n")
 
 
-def run_report(root: Path, out_md: Path, out_html: Path) -> str:
-    """Write the table from ``root``'s MLflow store as Markdown and HTML; return the Markdown."""
+_STYLE = ("<style>table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:2px 6px}"
+          "body{font-family:sans-serif;max-width:75em}</style>")
+
+
+def markdown_html(text: str, title: str) -> str:
+    """A Markdown document (tables included) as one HTML page."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(text)
+    return f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>{_STYLE}\n{body}"
+
+
+def methods_view(results: Path, out_md: Path, out_html: Path) -> str:
+    """reports/methods.md and .html from the stored methods-report results ``results`` (reports/methods.json);
+    returns the Markdown. The same bytes come out every time the same results go in."""
+    import json
+
+    from vidssl.io import write_text
+    from vidssl.pipeline.report import render_document
+
+    text = render_document(json.loads(Path(results).read_text(encoding="utf-8")), str(results))
+    write_text(out_md, text)
+    write_text(out_html, markdown_html(text, "vidssl methods report"))
+    return text
+
+
+def run_report(root: Path, out_md: Path, out_html: Path, methods: Path | None = None) -> str:
+    """Write the table from ``root``'s MLflow store as Markdown and HTML; with ``methods`` (stored methods-report
+    results) also write its view beside it (``methods`` with .md and .html). Returns the Markdown table."""
     from vidssl.io import write_text
     from vidssl.pipeline.tracking import open_client
 
@@ -181,4 +211,6 @@ def run_report(root: Path, out_md: Path, out_html: Path) -> str:
     text = markdown(rows)
     write_text(out_md, text)
     write_text(out_html, html_page(rows))
+    if methods is not None:
+        methods_view(methods, methods.with_suffix(".md"), methods.with_suffix(".html"))
     return text

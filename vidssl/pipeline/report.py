@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vidssl.config import Params, deep_merge, flatten, with_overrides
 from vidssl.io import write_json, write_text
@@ -333,20 +334,47 @@ def factors_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def _variants_text(cfg: Params, rows: Sequence[Row]) -> str:
+def _variants_text(ctx: dict[str, Any], rows: Sequence[Row]) -> str:
     """One sentence per variant row: which method it is and what it changes (params.yaml ``report.variants``)."""
     shown = [r.name for r in rows if r.kind == "variant"]
     parts = []
     for name in dict.fromkeys(shown):
-        v = cfg.report.variants.get(name)
+        v = ctx["variants"].get(name)
         if v:
-            change = ", ".join(f"`{k}: {val}`" for k, val in flatten(v.overrides).items()) or "nothing"
-            parts.append(f" Variant `{name}`: {v.method} as in its row, with {change}.")
+            change = ", ".join(f"`{k}: {val}`" for k, val in flatten(v["overrides"]).items()) or "nothing"
+            parts.append(f" Variant `{name}`: {v['method']} as in its row, with {change}.")
     return "".join(parts)
 
 
-def render(cfg: Params, rows: list[Row], n_test: int) -> str:
-    """The whole Markdown report."""
+def report_context(cfg: Params) -> dict[str, Any]:
+    """The settings the report's text names, as plain data stored beside its rows (reports/methods.json), so the
+    Markdown is a view of that file alone."""
+    return {"dataset": cfg.data.dataset, "split": cfg.data.split, "backbone": cfg.model.backbone,
+            "width": cfg.model.width, "clip": cfg.clip.model_dump(include={"frames", "stride", "crop"}),
+            "pretrain_epochs": cfg.pretrain.epochs,
+            "variants": {k: v.model_dump() for k, v in cfg.report.variants.items()},
+            "retrieve": cfg.retrieve.model_dump(include={"clips", "feature"}),
+            "finetune": cfg.finetune.model_dump(include={"epochs", "test_clips"})}
+
+
+def results_document(cfg: Params, rows: Sequence[Row], n_test: int) -> dict[str, Any]:
+    """What `vidssl methods-report` stores in reports/methods.json: the rows, the test-set size and the context."""
+    return {"context": report_context(cfg), "n_test": n_test, "rows": [asdict(r) for r in rows]}
+
+
+def render_document(doc: dict[str, Any], source: str = "methods.json") -> str:
+    """The Markdown report of a stored :func:`results_document` (what `vidssl report` writes as methods.md)."""
+    if "context" not in doc or "n_test" not in doc:
+        raise ValueError(f"{source}: written by an older `vidssl methods-report` without the report's settings; "
+                         "rerun `vidssl methods-report` (finished entries are reused, nothing retrains)")
+    return render(doc["context"], [Row(**r) for r in doc["rows"]], int(doc["n_test"]))
+
+
+def render(cfg: Params | dict[str, Any], rows: list[Row], n_test: int) -> str:
+    """The whole Markdown report, from params or a stored :func:`report_context`."""
+    ctx = cfg if isinstance(cfg, dict) else report_context(cfg)
+    clip, ret, ft = ctx["clip"], ctx["retrieve"], ctx["finetune"]
+    width = f" (width {ctx['width']})" if ctx["backbone"] == "tiny" else ""
     seeds = sorted({r.seed for r in rows}, key=[r.seed for r in rows].index)
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} (mean ± sd)"
     factors = factors_table(rows)
@@ -372,14 +400,14 @@ def render(cfg: Params, rows: list[Row], n_test: int) -> str:
     ) if factors else ""
     return (
         "# vidssl methods report\n\n"
-        f"Dataset `{cfg.data.dataset}` split {cfg.data.split} ({n_test} test videos, so one video is "
-        f"{100 / max(n_test, 1):.1f} points); backbone `{cfg.model.backbone}`"
-        f"{f' (width {cfg.model.width})' if cfg.model.backbone == 'tiny' else ''}; clips of {cfg.clip.frames} "
-        f"frames at stride {cfg.clip.stride}, {cfg.clip.crop} px; {seed_text}; {cfg.pretrain.epochs} pretraining "
-        f"epochs unless overridden (params.yaml `report.overrides`).{_variants_text(cfg, rows)}\n\n"
-        f"Retrieval: test videos query train videos, {cfg.retrieve.clips} clips averaged, cosine, feature "
-        f"`{cfg.retrieve.feature}`. Fine-tune: backbone + linear head, {cfg.finetune.epochs} epochs, mean of "
-        f"{cfg.finetune.test_clips} clips' logits. Feature rank: RankMe (Garrido et al., ICML 2023) of the "
+        f"Dataset `{ctx['dataset']}` split {ctx['split']} ({n_test} test videos, so one video is "
+        f"{100 / max(n_test, 1):.1f} points); backbone `{ctx['backbone']}`"
+        f"{width}; clips of {clip['frames']} "
+        f"frames at stride {clip['stride']}, {clip['crop']} px; {seed_text}; {ctx['pretrain_epochs']} pretraining "
+        f"epochs unless overridden (params.yaml `report.overrides`).{_variants_text(ctx, rows)}\n\n"
+        f"Retrieval: test videos query train videos, {ret['clips']} clips averaged, cosine, feature "
+        f"`{ret['feature']}`. Fine-tune: backbone + linear head, {ft['epochs']} epochs, mean of "
+        f"{ft['test_clips']} clips' logits. Feature rank: RankMe (Garrido et al., ICML 2023) of the "
         f"train videos' retrieval features, the effective number of directions they use out of their dimension "
         f"(near 1: collapsed). Times are seconds on this machine: pretraining and "
         f"fine-tuning as summed epoch times (a resumed run still counts every epoch), total = pretrain + "
@@ -500,8 +528,9 @@ def run_methods_report(cfg: Params, lists_dir: Path, work_dir: Path, out: Path,
             row.probes = entry_probes(scfg, name, lists_dir, work_dir / f"seed{seed}" / name)
             row.rank, row.dim = feature_rank(work_dir / f"seed{seed}" / name / "features") or (None, None)
             rows.append(row)
-    text = render(cfg, rows, len(read_list(lists_dir / "test.csv")))
-    write_text(out, text)
-    write_json(out.with_suffix(".json"), {"rows": [asdict(r) for r in rows]})
-    return text
+    # The results are stored; the Markdown and HTML are `vidssl report`'s view of them (one producer).
+    from vidssl.pipeline.paper_table import methods_view
+
+    write_json(out.with_suffix(".json"), results_document(cfg, rows, len(read_list(lists_dir / "test.csv"))))
+    return methods_view(out.with_suffix(".json"), out, out.with_suffix(".html"))
 

@@ -24,14 +24,19 @@ SUMMARY_STAGE = "evaluate"
 
 
 def wants_all_splits(root: Path) -> bool:
-    """Whether ``root``'s params (with their preset) say ``data.split: all``.
+    """Whether ``root``'s params.yaml says ``data.split: all`` (False without one: a workspace of other stages).
 
     Raises:
-        ConfigError: the params are invalid (e.g. ``all`` for a dataset with one official split).
+        ConfigError: it says ``all`` and the params are invalid (e.g. a dataset with one official split).
     """
     from vidssl.config import load_params
 
-    return load_params(Path(root) / "params.yaml", any_split=True).data.split == "all"
+    path = Path(root) / "params.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if not isinstance(data, dict) or data.get("split") != "all":
+        return False
+    return load_params(path, any_split=True).data.split == "all"
 
 
 def experiment_name(pipeline_id: str, split: int) -> str:
