@@ -224,3 +224,37 @@ def test_pipeline_runs_three_experiments_and_reports_mean_and_sd(tmp_path: Path)
     assert sorted(r.data.tags["dvc.exp_name"] for r in children) == sorted(names.values())
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
     assert all(r.info.status == "FINISHED" for r in children)
+
+
+def test_commands_refuse_all_except_those_that_only_read_params(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from vidssl.cli import app
+
+    path = _params(tmp_path, "hmdb51", "all")
+    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    monkeypatch.chdir(tmp_path)
+    shown = CliRunner().invoke(app, ["check-params", "--params", str(path)])
+    assert shown.exit_code == 0 and "split: all" in shown.output
+    refused = CliRunner().invoke(app, ["evaluate", "--params", str(path)])
+    assert refused.exit_code == 2
+    (line,) = [x for x in refused.output.splitlines() if x.startswith("error: ")]
+    assert "data.split" in line and "`vidssl pipeline`" in line
+    assert not (tmp_path / "metrics").exists()
+
+
+def test_pipeline_with_all_needs_the_evaluate_stage_before_anything_starts(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "fake": {"cmd": "true", "outs": ["x"]}, "evaluate": {"cmd": "true", "deps": ["x"], "outs": ["y"]}}}))
+    _params(ws, "ucf101", "all")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.run([sys.executable, str(ROOT / "flows" / "pipeline.py"), "--repo", str(ws), "--stages", "fake"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == ("error: data.split: all reports each split's evaluate metrics: "
+                                                   "add evaluate to --stages, or leave --stages out")
+    assert not (ws / "x").exists()
