@@ -334,7 +334,8 @@ def test_vidssl_report_writes_the_methods_report_as_a_view_of_stored_results(tmp
     stored = tmp_path / "reports" / "methods.json"
     write_json(stored, results_document(cfg, rows, 60))  # as `vidssl methods-report` stores it
     expected = render(cfg, rows, 60)  # the report function on the rows in memory, before any JSON
-    args = ["report", "--root", str(tmp_path), "--out", str(tmp_path / "reports" / "paper.md"), "--methods", str(stored)]
+    args = ["report", "--root", str(tmp_path), "--out", str(tmp_path / "reports" / "paper.md"),
+            "--methods", str(stored)]
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
     first = CliRunner().invoke(app, args, env=env)
     assert first.exit_code == 0, first.output

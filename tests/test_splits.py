@@ -93,7 +93,8 @@ def test_plain_dvc_repro_fails_at_once_naming_the_key(tmp_path: Path) -> None:
 
 
 def test_aggregate_mean_and_sample_sd_on_known_values() -> None:
-    per_split = {1: {"top1": 0.3, "acc": 0.50, "only1": 1.0}, 2: {"top1": 0.5, "acc": 0.62}, 3: {"top1": 0.4, "acc": 0.56}}
+    per_split = {1: {"top1": 0.3, "acc": 0.50, "only1": 1.0}, 2: {"top1": 0.5, "acc": 0.62},
+                 3: {"top1": 0.4, "acc": 0.56}}
     agg = splits.aggregate(per_split)
     top1 = agg["metrics"]["top1"]
     assert top1["splits"] == {"1": 0.3, "2": 0.5, "3": 0.4}

@@ -191,7 +191,12 @@ def methods_view(results: Path, out_md: Path, out_html: Path) -> str:
     from vidssl.io import write_text
     from vidssl.pipeline.report import render_document
 
-    text = render_document(json.loads(Path(results).read_text(encoding="utf-8")), str(results))
+    try:
+        doc = json.loads(Path(results).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{results}: not valid JSON ({err}); rerun `vidssl methods-report` (finished entries "
+                         "are reused)") from None
+    text = render_document(doc, str(results))
     write_text(out_md, text)
     write_text(out_html, markdown_html(text, "vidssl methods report"))
     return text
