@@ -109,15 +109,17 @@ def check_videos_cmd(src: Path = typer.Argument(..., help="class-folder videos: 
                      params: Path = PARAMS) -> None:
     """Decode every video once, in parallel, and list the ones extract would quarantine, each with its reason.
 
-    Thresholds come from params (extract.min_bytes, min_frames, max_pixels). Exit 0 when every video is good,
+    Thresholds come from params (extract.min_bytes, min_frames, max_pixels; the frame-rate range from the data
+    gate's checks.min_fps and checks.max_fps). Exit 0 when every video is good,
     3 when some would be quarantined (named in quarantine.csv), 74 on a machine fault."""
     from vidssl.data.extract import BadInputError
     from vidssl.data.probe import check_videos
 
     def go() -> None:
-        e = _cfg(params, extract={"workers": workers}).extract
+        cfg = _cfg(params, extract={"workers": workers})
+        e = cfg.extract
         result = check_videos(src, report, workers=e.workers, min_bytes=e.min_bytes, min_frames=e.min_frames,
-                              max_pixels=e.max_pixels)
+                              max_pixels=e.max_pixels, fps_range=(cfg.checks.min_fps, cfg.checks.max_fps))
         typer.echo(f"check-videos: {result['n_videos']} videos, {result['n_quarantined']} to quarantine, "
                    f"{result['n_warnings']} with warnings; report {report}")
         if result["n_quarantined"]:

@@ -51,7 +51,7 @@ FIX_SECONDS = ("remove these videos (or trim the long ones); if they are usable,
 FIX_BYTES = ("replace these files (a file this small is rarely a whole video); if they are fine, lower "
              "checks.min_bytes in params.yaml")
 NO_FACTS = ("packs written before extract recorded each source video's frame rate, duration and size: these are "
-            "not checked; extract into an empty folder (or delete the old packs) to record them")
+            "not checked; run `vidssl extract` (or the extract stage) again to record them, nothing is decoded again")
 
 
 class DataValidationError(Exception):

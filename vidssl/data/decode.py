@@ -165,6 +165,17 @@ def stream_info(log: str) -> dict[str, float | None]:
     return {"fps": fps, "seconds": None if seconds is None else round(seconds, 3)}
 
 
+def probe_info(path: Path) -> dict[str, float | None]:
+    """Frame rate and duration of ``path`` (:func:`stream_info`) from ffmpeg opening it, nothing decoded: for
+    packs written before they recorded these facts. The values are those a full extraction records."""
+    import imageio_ffmpeg
+
+    args = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "level+info", "-i", str(path)]
+    # no output named: ffmpeg describes the input and exits non-zero ("at least one output file"), as intended
+    proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True)
+    return stream_info(proc.stderr.decode("utf-8", "replace"))
+
+
 # ffmpeg's own words for the common failures -> one plain reason (first match wins)
 _REASONS = (
     (re.compile(r"Picture size (\d+x\d+) exceeds specified max pixel count (\d+)"),

@@ -6,6 +6,8 @@ each video's ffmpeg run is in :mod:`vidssl.data.decode`. A non-zero ffmpeg exit 
 video (no pack; command and stderr tail in the report).
 A damaged file that ffmpeg decodes to the end with exit 0 (e.g. a truncated AVI) keeps the frames it gave:
 status "extracted", ffmpeg's error lines in ``warnings``; the validate stage can judge its frame count.
+Each pack also records its source file's size, frame rate and duration (read from the same ffmpeg run) for the
+data gate's per-video checks; a reused pack from before that gets them from ffmpeg opening the video.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidssl.data.decode import DecodeError, decode_frames, encoding
-from vidssl.data.store import PACK_SUFFIX, count_frames, frame_files, pack_jpeg_folder, pack_source, write_pack
+from vidssl.data.decode import DecodeError, decode_frames, encoding, probe_info
+from vidssl.data.store import (PACK_SUFFIX, count_frames, frame_files, pack_jpeg_folder, pack_meta, pack_source,
+                               set_pack_meta, write_pack)
 from vidssl.entry import EXIT_ENVIRONMENT, EXIT_QUARANTINED
 from vidssl.io import write_json
 
@@ -182,6 +185,8 @@ def extract_one(item: VideoInput, out: Path, *, short_side: int, fps: float, qua
     else:
         rec = (_record(item, "quarantined", 0, error=small, source=source) if small else
                _record(item, "skipped", valid_pack_frames(pack) if pack_source(pack) == source else 0, source=source))
+    if rec["status"] == "skipped" and rec["n_frames"] and not item.is_folder and pack_meta(pack) is None:
+        _record_facts(item, pack)
     if rec["status"] == "skipped" and rec["n_frames"] == 0:
         # what the data gate checks per video (validate.*), kept in the pack so a resumed run loses nothing;
         # the decoder fills in the frame rate and duration from its own run
@@ -207,6 +212,19 @@ def extract_one(item: VideoInput, out: Path, *, short_side: int, fps: float, qua
         log.warning("quarantined %s: %s", item.path, rec["error"].splitlines()[0])
     rec["seconds"] = round(time.perf_counter() - start, 4)
     return rec
+
+
+def _record_facts(item: VideoInput, pack: Path) -> None:
+    """Give a reused pack from before packs recorded their source facts those facts, from ffmpeg opening the
+    video (nothing is decoded again); the pack then equals a freshly extracted one, byte for byte."""
+    try:
+        meta = {"video": item.video, "bytes": item.path.stat().st_size, "fps": None, "seconds": None}
+        meta.update(probe_info(item.path))
+        set_pack_meta(pack, meta)
+    except OSError as exc:
+        if fault := environment_fault(exc, f"recording source facts in {pack}"):
+            raise fault from exc
+        log.warning("%s: source facts not recorded (%s); the data gate will not check them", pack, exc)
 
 
 def _check_args(src: Path, short_side: int, fps: float, workers: int, quality: int) -> None:

@@ -79,7 +79,8 @@ def judge(item: VideoInput, *, min_bytes: int, min_frames: int, max_pixels: int,
     elif facts["frames"] < min_frames:
         rec["reason"] = f"decoded {facts['frames']} frame(s), fewer than extract.min_frames={min_frames}"
     elif facts["fps"] is not None and not fps_range[0] <= facts["fps"] <= fps_range[1]:
-        rec["reason"] = f"frame rate {facts['fps']} fps outside {fps_range[0]:g}..{fps_range[1]:g}"
+        rec["reason"] = (f"frame rate {facts['fps']:g} fps outside {fps_range[0]:g}..{fps_range[1]:g} "
+                         "(checks.min_fps, checks.max_fps)")
     else:
         if lines:
             rec["warnings"].append(f"decoded with errors: {lines[-1].strip()}")

@@ -55,12 +55,16 @@ def write_pack(path: str | os.PathLike[str], frames: Iterable[np.ndarray | bytes
                 zf.writestr(_entry(frame_name(n - 1)), data)
             if source is not None:
                 zf.comment = _SOURCE_TAG + source.encode("ascii")
-            if meta is not None:  # sorted, compact JSON: the same facts give the same bytes (and DVC hash)
-                zf.comment = (zf.comment or b"") + b"\n" + json.dumps(dict(meta), sort_keys=True,
-                                                                     separators=(",", ":")).encode("ascii")
+            if meta is not None:
+                zf.comment = (zf.comment or b"") + b"\n" + _meta_bytes(meta)
         if n == 0:
             raise ValueError(f"{path}: no frames to write")
     return n
+
+
+def _meta_bytes(meta: Mapping[str, Any]) -> bytes:
+    """Sorted, compact JSON: the same facts give the same bytes (and the same DVC hash)."""
+    return json.dumps(dict(meta), sort_keys=True, separators=(",", ":")).encode("ascii")
 
 
 def pack_source(path: str | os.PathLike[str]) -> str | None:
@@ -93,6 +97,21 @@ def pack_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     records none; raises like :class:`zipfile.ZipFile` on a missing or unreadable pack."""
     with zipfile.ZipFile(path) as zf:
         return comment_meta(zf.comment)
+
+
+def set_pack_meta(path: str | os.PathLike[str], meta: Mapping[str, Any]) -> None:
+    """Record source facts in an existing pack (replacing any), atomically; frames and digest are kept.
+
+    Only the ZIP's central directory and comment are rewritten, so the pack ends byte-identical to one that
+    :func:`write_pack` wrote with the same frames, digest and ``meta``.
+    """
+    import shutil
+
+    with atomic_path(path) as tmp:
+        shutil.copyfile(path, tmp)
+        with zipfile.ZipFile(tmp, "a") as zf:
+            first = zf.comment.split(b"\n", 1)[0]
+            zf.comment = first + b"\n" + _meta_bytes(meta)
 
 
 def pack_info(path: str | os.PathLike[str]) -> tuple[int, dict[str, Any] | None]:
