@@ -558,6 +558,11 @@ def run_all_splits(root: Path, planned: list[str], force: bool, pipeline_id: str
         message = f"data.split: all reports each split's {splits.SUMMARY_STAGE} metrics; include that stage"
         logger.error("%s", message)
         return Failed(name="SplitsNeedEvaluate", message=message)
+    try:
+        splits.check_experiments(root)
+    except ValueError as err:
+        logger.error("%s", err)
+        return Failed(name="NoGitCommit", message=str(err))
     pid = pipeline_id or str(flow_run.id)
     down = tracking_down()
     if down:
@@ -723,9 +728,11 @@ def main(argv: list[str] | None = None) -> int:
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     try:
         planned = select_stages(args.repo, stages)  # fail fast, before a Prefect server is started
-        if splits.wants_all_splits(Path(args.repo)) and splits.SUMMARY_STAGE not in planned:
-            raise ValueError(f"data.split: all reports each split's {splits.SUMMARY_STAGE} metrics: add "
-                             f"{splits.SUMMARY_STAGE} to --stages, or leave --stages out")
+        if splits.wants_all_splits(Path(args.repo)):
+            if splits.SUMMARY_STAGE not in planned:
+                raise ValueError(f"data.split: all reports each split's {splits.SUMMARY_STAGE} metrics: add "
+                                 f"{splits.SUMMARY_STAGE} to --stages, or leave --stages out")
+            splits.check_experiments(Path(args.repo))
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

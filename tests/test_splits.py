@@ -245,7 +245,7 @@ def test_commands_refuse_all_except_those_that_only_read_params(tmp_path: Path,
     assert not (tmp_path / "metrics").exists()
 
 
-def test_pipeline_with_all_needs_the_evaluate_stage_before_anything_starts(tmp_path: Path) -> None:
+def test_pipeline_with_all_needs_evaluate_and_a_git_commit_before_anything_starts(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
@@ -258,4 +258,10 @@ def test_pipeline_with_all_needs_the_evaluate_stage_before_anything_starts(tmp_p
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == ("error: data.split: all reports each split's evaluate metrics: "
                                                    "add evaluate to --stages, or leave --stages out")
+    # Experiments are git commits: a workspace without one is told so before any stage runs.
+    proc = subprocess.run([sys.executable, str(ROOT / "flows" / "pipeline.py"), "--repo", str(ws)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: data.split: all runs each split as a DVC experiment, which needs a git commit")
     assert not (ws / "x").exists()

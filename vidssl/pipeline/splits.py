@@ -39,6 +39,22 @@ def wants_all_splits(root: Path) -> bool:
     return load_params(path, any_split=True).data.split == "all"
 
 
+def check_experiments(root: Path) -> None:
+    """Raise ValueError, saying what to do, when ``root`` cannot hold DVC experiments (they are git commits on
+    top of HEAD, so the workspace must be a git repository with a commit)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=30)
+    except OSError as err:
+        raise ValueError(f"data.split: all runs each split as a DVC experiment, which needs git ({err})") from None
+    if head.returncode != 0:
+        raise ValueError(f"data.split: all runs each split as a DVC experiment, which needs a git commit in "
+                         f"{Path(root).resolve()}; commit the workspace (git add -A && git commit), or set "
+                         "data.split to 1, 2 or 3")
+
+
 def experiment_name(pipeline_id: str, split: int) -> str:
     """The DVC experiment name of one split of one pipeline run: ``split<N>-<id>`` (a valid git ref name)."""
     tag = re.sub(r"[^A-Za-z0-9]", "", pipeline_id)[:8] or "run"
