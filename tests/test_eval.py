@@ -64,10 +64,14 @@ class _Probe(torch.nn.Module):
         return clips.mean(dim=(1, 2, 3, 4))[:, None] * self.w
 
 
-def test_video_feature_is_the_mean_over_clips(tiny_lists: Path, tmp_path: Path) -> None:
+def test_video_feature_is_the_mean_over_clips(tiny_lists: Path, tmp_path: Path, caplog) -> None:
     records = read_list(tiny_lists / "test.csv")
     spec = ClipSpec(frames=8, stride=1, resize=40, crop=32)
-    feats, labels = video_features(_Probe(), records, spec, n_clips=4, feature="gap", merged=False, batch_size=3)
+    with caplog.at_level("INFO", logger="vidssl.progress"):
+        feats, labels = video_features(_Probe(), records, spec, n_clips=4, feature="gap", merged=False,
+                                       batch_size=3)
+    done = [r.getMessage() for r in caplog.records if r.name == "vidssl.progress"]
+    assert done == [m for m in done if m.startswith(f"features of {len(records)} videos 2/2 (100%)")] and done
     from vidssl.data.clips import MultiClipDataset, to_float
 
     ds = MultiClipDataset(records, spec, 4)

@@ -719,3 +719,24 @@ def test_dask_without_a_prefect_server_says_what_to_set(tmp_path: Path, monkeypa
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with pytest.raises(ValueError, match="set PREFECT_API_URL here and on the workers"):
         extract_videos(tmp_path / "src", tmp_path / "out", short_side=32, progress=False, dask="tcp://127.0.0.1:1")
+
+
+def test_progress_off_a_terminal_is_one_plain_line_per_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """In CI or a DVC log (no TTY) extract reports done/total with rate and ETA, counting resumed videos."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    for name in ("a/one.mp4", "b/two.mp4"):
+        make_clip(src / name, seconds=1)
+    with caplog.at_level("INFO", logger="vidssl.progress"):
+        extract_videos(src, out, short_side=32, workers=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "vidssl.progress"]
+    assert len(lines) == 1 and lines[0].startswith("extract 2/2 (100%)") and "video/s" in lines[0], lines
+    caplog.clear()
+    (out / "b" / "two.zip").unlink()
+    with caplog.at_level("INFO", logger="vidssl.progress"):
+        extract_videos(src, out, short_side=32, workers=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "vidssl.progress"]
+    assert len(lines) == 1 and lines[0].startswith("extract 2/2 (100%)"), lines  # one redone, one kept
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vidssl.progress"):
+        extract_videos(src, out, short_side=32, workers=1, progress=False)
+    assert not [r for r in caplog.records if r.name == "vidssl.progress"]

@@ -402,7 +402,7 @@ def test_threads_follow_the_cgroup_quota_and_the_affinity(tmp_path: Path, cpu_ma
 
 
 def test_plain_progress_lines_off_a_terminal(caplog: pytest.LogCaptureFixture) -> None:
-    from vidssl.engine.progress import Progress
+    from vidssl.progress import Progress
 
     bar = Progress(10, "pretrain epoch 1 of 2", initial=2, tty=False, every=0.0)
     with caplog.at_level("INFO", logger="vidssl.progress"):

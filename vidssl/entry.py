@@ -28,7 +28,7 @@ EXIT_CODES = {
     EXIT_FAILURE: "unexpected error (a bug): rerun with --debug for the traceback",
     EXIT_BAD_INPUT: "bad input (params, arguments, paths, data): the message says what to fix",
     EXIT_QUARANTINED: "extract quarantined videos (extract.fail_on_bad_input); the others were extracted",
-    EXIT_ENVIRONMENT: "environment fault (disk full, permissions, open files, a service down)",
+    EXIT_ENVIRONMENT: "environment fault (disk full, permissions, open files, a service down, a broken install)",
     EXIT_BUSY: "another run holds the workspace; wait for it or try again later",
     EXIT_INTERRUPTED: "interrupted; finished work is kept and a rerun resumes",
 }

@@ -19,13 +19,14 @@ class Progress:
     """Counts steps of one loop of ``total`` steps (from ``initial``, for a resumed loop).
 
     On a TTY it draws a tqdm bar; otherwise it logs ``desc i/total (p%), rate, ETA`` at most every
-    ``every`` seconds and at the end. ``enabled=False`` (data-parallel ranks other than 0) shows nothing.
+    ``every`` seconds, and with ``report_end`` once more when closed (a loop that has no summary line of its
+    own). ``enabled=False`` (data-parallel ranks other than 0) shows nothing.
     """
 
     def __init__(self, total: int, desc: str, *, initial: int = 0, unit: str = "step", enabled: bool = True,
-                 every: float = 30.0, tty: bool | None = None) -> None:
+                 every: float = 30.0, tty: bool | None = None, report_end: bool = False) -> None:
         self.total, self.desc, self.n, self.unit = total, desc, initial, unit
-        self.enabled, self.every = enabled, every
+        self.enabled, self.every, self.report_end = enabled, every, report_end
         self._t0 = self._last = time.monotonic()
         self._start = initial
         self._bar: Any = None
@@ -65,3 +66,6 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        elif self.enabled and self.report_end and self.n > self._start:
+            log.info("%s", self.line())
+        self.report_end = False  # once

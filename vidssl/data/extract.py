@@ -29,6 +29,7 @@ from vidssl.data.store import (PACK_SUFFIX, count_frames, frame_files, pack_jpeg
                                set_pack_meta, write_pack)
 from vidssl.entry import EXIT_ENVIRONMENT, EXIT_QUARANTINED
 from vidssl.io import write_json
+from vidssl.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +284,7 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
             what the store holds rather than what this run did (no seconds; a reused pack counts as
             ``extracted``), so that the same videos give a byte-identical store, and so the same DVC hash,
             whether extracted fresh or resumed. The returned report is always this run's.
-        progress: show a tqdm progress bar.
+        progress: show progress (a bar with ETA on a terminal, a log line every 30 s elsewhere).
         min_frames, max_pixels, min_bytes: quarantine a video of fewer frames, larger pictures (0: no limit) or
             a smaller file (``extract_one``).
         exact: bit-exact frames, the same bytes on every CPU (so the store's DVC hash is too); False lets ffmpeg
@@ -299,8 +300,6 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
         FileNotFoundError: ``src`` is missing or holds no videos in the expected layout.
         ValueError: a bad argument, or ``out`` holds packs made with other output params.
     """
-    from tqdm.auto import tqdm
-
     src, out = Path(src), Path(out)
     report = Path(report) if report is not None else out / "extract.json"
     _check_args(src, short_side, fps, workers, quality)
@@ -336,14 +335,14 @@ def extract_videos(src: Path, out: Path, *, short_side: int = 128, fps: float = 
         records.update({r["video"]: r for r in extract_on_dask(todo, out, kw, dask)})
         todo = []
     pool = ThreadPoolExecutor(max_workers=workers)
+    bar = Progress(len(items), "extract", initial=len(records), unit="video", enabled=progress, report_end=True)
     try:
-        with tqdm(total=len(items), disable=not progress, unit="video", desc="extract") as bar:
-            bar.update(len(records))
-            for fut in as_completed([pool.submit(extract_one, it, out, **kw) for it in todo]):
-                rec = fut.result()
-                records[rec["video"]] = rec
-                bar.update(1)
+        for fut in as_completed([pool.submit(extract_one, it, out, **kw) for it in todo]):
+            rec = fut.result()
+            records[rec["video"]] = rec
+            bar.update(1)
     finally:  # on Ctrl-C or an error, do not start the queued videos
+        bar.close()
         pool.shutdown(wait=True, cancel_futures=True)
 
     _remove_orphans(out, records)

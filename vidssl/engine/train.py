@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from vidssl.engine import ddp
 from vidssl.engine.checkpoint import Checkpointer, load_state_dict, run_key, save_state_dict
 from vidssl.engine.precision import Precision, check_finite, check_finite_weights
-from vidssl.engine.progress import Progress
+from vidssl.progress import Progress
 from vidssl.engine.resources import configure_threads
 from vidssl.config import Params
 from vidssl.data.clips import ClipDataset, ClipSpec, MultiClipDataset, read_list, to_float, usable_records

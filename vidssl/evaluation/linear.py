@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidssl.progress import Progress
+
 LR, WEIGHT_DECAY, MOMENTUM, BATCH, MILESTONES = 1.0, 1e-3, 0.9, 1024, (0.6, 0.8)
 
 
@@ -33,10 +35,14 @@ def backbone_features(backbone: nn.Module, records: Sequence[Any], spec: Any, n_
     dev = next(backbone.parameters()).device
     feats, labels = [], []
     ds = MultiClipDataset(records, spec, n_clips)
-    for clips, label, _ in make_loader(ds, batch_size=batch_size, workers=workers, shuffle=False, seed=0):
+    loader = make_loader(ds, batch_size=batch_size, workers=workers, shuffle=False, seed=0)
+    bar = Progress(len(loader), f"features of {len(ds)} videos", unit="batch", report_end=True)
+    for clips, label, _ in loader:
         b, n = clips.shape[:2]
         feats.append(backbone(to_float(clips.flatten(0, 1).to(dev))).view(b, n, -1).mean(1).float().cpu())
         labels.append(label)
+        bar.update(1)
+    bar.close()
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vidssl.data.clips import ClipSpec, MultiClipDataset, VideoRecord, to_float
+from vidssl.progress import Progress
 
 CHUNK_BYTES = 256 * 2**20  # the largest similarity block held at once (float32)
 
@@ -43,7 +44,9 @@ def video_features(method: Any, records: Sequence[VideoRecord], spec: ClipSpec, 
     dev = next(method.parameters()).device
     ds = MultiClipDataset(records, spec, n_clips)
     feats, labels = [], []
-    for clips, label, _ in make_loader(ds, batch_size=batch_size, workers=workers, shuffle=False, seed=0):
+    loader = make_loader(ds, batch_size=batch_size, workers=workers, shuffle=False, seed=0)
+    bar = Progress(len(loader), f"features of {len(ds)} videos", unit="batch", report_end=True)
+    for clips, label, _ in loader:
         b, n = clips.shape[:2]
         x = to_float(clips.flatten(0, 1).to(dev))
         x = transform(x) if transform is not None else x
@@ -56,6 +59,8 @@ def video_features(method: Any, records: Sequence[VideoRecord], spec: ClipSpec, 
             f = method.embed(x, feature=feature, merged=merged)
         feats.append(f.view(b, n, -1).mean(1).float().cpu())
         labels.append(label)
+        bar.update(1)
+    bar.close()
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
 
 
