@@ -94,7 +94,10 @@ def prefect_server(host: str, port: int, home: Path) -> Iterator[str]:
     if _healthy(api_url):
         raise RuntimeError(f"something already answers on {host}:{port}; pick another --port, or point "
                            f"PREFECT_API_URL={api_url} at it to use that server")
-    env = {**os.environ, "PREFECT_HOME": str(home)}
+    # The UI finds its API from these settings, not from --host/--port: without them a server on any port but
+    # 4200 serves a UI that calls 127.0.0.1:4200 and shows nothing. A PREFECT_UI_API_URL (proxy) still wins.
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_HOST": host,
+           "PREFECT_SERVER_API_PORT": str(port)}
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "ab")
     # its own process group (stopped as one), and SIGTERM if this process dies without cleaning up (SIGKILL)
