@@ -1,5 +1,7 @@
-"""The UIs as an operator uses them: `vidssl ui`/`vidssl server` stop whole, and a real browser finds a pipeline
-run's parent run, a nested stage run, a metric chart and a plot artifact in the MLflow UI.
+"""The UIs as an operator uses them: `vidssl ui`/`vidssl server` stop whole; a real browser finds a pipeline
+run's parent run, a nested stage run, a metric chart and a plot artifact in the MLflow UI, and, in the Prefect
+UI of `vidssl serve`, the nightly and on-demand deployments with their schedule and a flow run with its stage
+tasks.
 
 The browser part drives the system's Chromium through Playwright and is skipped, saying why, when either is
 missing (install: `apt-get install chromium` and `pip install playwright`). Screenshots go to
@@ -8,6 +10,8 @@ $VIDSSL_SCREENSHOTS (default: the test's temporary folder); docs/img/ holds a co
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import shutil
 import signal
@@ -19,6 +23,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
+
+from vidssl.pipeline.servers import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("VIDSSL_CHROMIUM", "/usr/bin/chromium")
@@ -224,3 +231,154 @@ def test_mlflow_ui_shows_the_pipeline_in_a_real_browser(pipeline_store: Path, tm
         ui.communicate(timeout=60)
     for name in ("mlflow-runs", "mlflow-parent", "mlflow-metric-chart", "mlflow-plot-artifact"):
         assert (shots / f"{name}.png").stat().st_size > 10_000, name  # a rendered page, not a blank one
+
+
+# ---------------------------------------------------------------- the Prefect UI of `vidssl serve`
+
+# The data stages of the real pipeline at the smallest size params allow: a flow run with stage tasks in well
+# under a minute of CPU (the training stages would take minutes here, and tests/test_deploy_e2e.py runs them).
+UI_STAGES = ["synth", "extract", "lists"]
+UI_PARAMS = {"synth": {"n_classes": 8, "videos_per_class": 4, "size": 32, "frames": 8},
+             "extract": {"short_side": 32, "workers": 2}}
+GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
+          "GIT_COMMITTER_EMAIL": "t@example.org"}
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+def _api(url: str, body: dict | None = None) -> object:
+    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.loads(reply.read() or b"null")
+
+
+def _tiny_checkout(dest: Path, env: dict[str, str]) -> Path:
+    """A committed git + DVC checkout of this repo's pipeline with the tiny data params."""
+    dest.mkdir()
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, dest / name)
+    for folder in ("stages", "vidssl", "presets", "flows"):
+        shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in UI_PARAMS.items():
+        params[section].update(values)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "pipeline"]):
+        subprocess.run(cmd, cwd=dest, env=env, check=True, capture_output=True)
+    return dest
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="process-tree check reads /proc (Linux)")
+def test_prefect_ui_shows_the_deployments_and_a_flow_run_in_a_real_browser(tmp_path: Path) -> None:
+    """`vidssl serve` in a checkout; one on-demand run of the data stages; then, in the browser, the
+    deployments with the nightly schedule and the flow run with one task run per stage and its final state.
+    Everything `vidssl serve` started is gone after SIGTERM."""
+    sync_playwright = _browser_or_skip()
+    shots = Path(os.environ.get("VIDSSL_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    nightly_spec = next(d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+                        if d["name"] == "nightly")["schedules"][0]
+    cron, zone = nightly_spec["cron"], nightly_spec["timezone"]
+    minute, hour, *rest = cron.split()
+    assert rest == ["*", "*", "*"], f"the UI's words below are those of a daily cron, not {cron!r}"
+    words = datetime.time(int(hour), int(minute)).strftime("At %I:%M %p")  # how the UI reads it: At 02:00 AM
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VIDSSL_", "MLFLOW_"))}
+    env.update(GIT_ID, DVC_NO_ANALYTICS="1", DO_NOT_TRACK="1", MLFLOW_DISABLE_TELEMETRY="true",
+               GX_ANALYTICS_ENABLED="false", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    work = _tiny_checkout(tmp_path / "workspace", env)
+    home = tmp_path / "prefect-home"
+    env.update(PYTHONPATH=str(work), PREFECT_HOME=str(home),
+               PREFECT_RUNNER_POLL_FREQUENCY="1")  # the served runner picks the run up in 1 s, not 10
+    port = _free_port()
+    api, base = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{port}/v2"  # V2: where a new browser lands
+    log = open(tmp_path / "serve.log", "w")
+    serve = subprocess.Popen([sys.executable, "-m", "vidssl.cli", "serve", "--port", str(port)], cwd=work,
+                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    tree: set[int] = set()
+    try:
+        deadline, deployments = time.monotonic() + START_TIMEOUT_S, {}
+        while set(deployments) != {"nightly", "on-demand"}:
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "`vidssl serve` never registered its deployments"
+            time.sleep(1)
+            try:
+                deployments = {d["name"]: d for d in _api(f"{api}/deployments/filter", {})}
+            except OSError:
+                continue
+        schedules = [s["schedule"] for s in deployments["nightly"]["schedules"]]
+        assert [(s["cron"], s["timezone"]) for s in schedules] == [(cron, zone)]  # = prefect.yaml
+        assert deployments["on-demand"]["schedules"] == []
+        tree = _descendants(serve.pid)  # the Prefect server and its workers, to be checked after the stop
+
+        run = _api(f"{api}/deployments/{deployments['on-demand']['id']}/create_flow_run",
+                   {"parameters": {"stages": UI_STAGES}})
+        deadline = time.monotonic() + 600
+        while (state := _api(f"{api}/flow_runs/{run['id']}")["state"])["type"] not in FINAL:
+            assert serve.poll() is None and time.monotonic() < deadline, (state, (tmp_path / "serve.log")
+                                                                           .read_text()[-3000:])
+            time.sleep(1)
+        n = len(UI_STAGES)
+        message = f"reran {n} of {n} stage(s): {', '.join(UI_STAGES)}"
+        assert (state["type"], state["message"]) == ("COMPLETED", message), state
+        assert (work / "data" / "lists" / "classes.csv").is_file()  # the stages really ran, in the checkout
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(120_000)  # the UI bundle on a busy 2-core runner
+            page.set_default_navigation_timeout(120_000)
+            # 1. Deployments: both listed; nightly with its cron read out in words, in UTC; on-demand: none.
+            page.goto(f"{base}/deployments")
+            rows = page.get_by_role("row")
+            nightly = rows.filter(has=page.get_by_role("link", name="nightly", exact=True))
+            on_demand = rows.filter(has=page.get_by_role("link", name="on-demand", exact=True))
+            badge = nightly.get_by_text(words, exact=True)
+            badge.wait_for()
+            on_demand.wait_for()
+            assert nightly.get_by_text("Active", exact=True).count() == 1  # the schedule badge: active
+            assert on_demand.get_by_text("Active", exact=True).count() == 0  # no schedule at all
+            badge.hover()
+            page.get_by_role("tooltip").filter(has_text=f"{words} ({zone})").first.wait_for()
+            page.screenshot(path=str(shots / "prefect-deployments.png"))
+            # 2. The nightly deployment's schedule holds the cron text itself (its edit form; nothing saved).
+            page.goto(f"{base}/deployments/deployment/{deployments['nightly']['id']}")
+            card = page.locator("[data-slot=card]").filter(has=page.get_by_text(words, exact=True))
+            card.get_by_role("button", name="Open menu").click()
+            page.get_by_role("menuitem", name="Edit").click()
+            field = page.get_by_role("dialog").locator("input[name='schedule.cron']")
+            field.wait_for()
+            assert field.input_value() == cron
+            page.keyboard.press("Escape")
+            # 3. The flow run: one task run per stage, named after it, each completed.
+            page.goto(f"{base}/runs/flow-run/{run['id']}?tab=TaskRuns")
+            page.get_by_text(run["name"], exact=True).first.wait_for()
+            page.get_by_text(f"{n} Task runs", exact=True).first.wait_for()
+            for stage in UI_STAGES:
+                task_run = page.locator("[data-slot=card]").filter(has=page.get_by_text(stage, exact=True))
+                task_run.get_by_text("Completed", exact=True).wait_for()
+            page.get_by_text(f"({n} Completed)").wait_for()
+            page.wait_for_timeout(1500)  # let the run graph draw
+            page.screenshot(path=str(shots / "prefect-flow-run.png"))
+            # 4. Its logs, newest first: the flow run's final state with its message, after the summary.
+            page.get_by_role("tab", name="Logs").click()
+            page.get_by_role("combobox").filter(has_text="Oldest to newest").click()
+            page.get_by_role("option", name="Newest to oldest").click()
+            page.get_by_text(f"Finished in state Completed('{message}')").wait_for()
+            page.get_by_text("pipeline summary:").wait_for()
+            page.screenshot(path=str(shots / "prefect-flow-run-logs.png"))
+            browser.close()
+    finally:
+        code = stop_group(serve, 90.0) if serve.poll() is None else serve.returncode
+        log.close()
+    assert code == 0, (tmp_path / "serve.log").read_text()[-3000:]
+    assert tree, "the Prefect server runs as child processes of `vidssl serve`"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in tree):
+        time.sleep(0.2)
+    assert [p for p in tree if _alive(p)] == []
+    assert _port_free(port)
+    assert not (home / "server.json").exists()
+    for name in ("prefect-deployments", "prefect-flow-run", "prefect-flow-run-logs"):
+        assert (shots / f"{name}.png").stat().st_size > 10_000, name
