@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,21 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
+from tinyrepo import DVC, tiny_repo
 
-ROOT = Path(__file__).resolve().parents[1]
-DVC = str(Path(sys.executable).with_name("dvc"))
 AUTH = "operator:not-a-real-secret"
-# The pipeline at its smallest: 8 motion classes x 4 videos of 20 frames, a 4-wide tiny backbone, 2 epochs.
-TINY = {
-    "synth": {"n_classes": 8, "videos_per_class": 4, "size": 32, "frames": 20},
-    "extract": {"short_side": 32, "workers": 2},
-    "model": {"backbone": "tiny", "width": 4},
-    "clip": {"frames": 8, "stride": 2, "resize": 32, "crop": 28},
-    "pretrain": {"epochs": 2, "milestones": [], "batch_size": 8, "workers": 0, "iic": {"nce_k": 16}},
-    "finetune": {"epochs": 1, "batch_size": 8, "workers": 0, "test_clips": 2},
-    "retrieve": {"clips": 2, "workers": 0},
-}
 GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
           "GIT_COMMITTER_EMAIL": "t@example.org"}
 
@@ -44,15 +31,6 @@ _TIMING = ("seconds", "clips_per_s", "data_wait", "peak_gpu_mem_gib")
 
 def _results(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in _TIMING}
-
-
-def _merge(base: dict, over: dict) -> dict:
-    for key, value in over.items():
-        if isinstance(value, dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def _free_port() -> int:
@@ -69,15 +47,9 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -
 
 def _checkout(dest: Path, remote: Path, env: dict[str, str]) -> Path:
     """A git + DVC project with this repo's pipeline on the tiny config and a local DVC remote, committed."""
-    dest.mkdir()
-    for name in ("dvc.yaml", ".gitignore", "prefect.yaml"):
-        shutil.copy(ROOT / name, dest / name)
-    for folder in ("stages", "vidssl", "presets", "flows"):
-        shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"], [DVC, "remote", "add", "-d", "store", str(remote)],
-                ["git", "add", "-A"], ["git", "commit", "-qm", "pipeline"]):
+    tiny_repo(dest, files=("prefect.yaml",), folders=("flows",), env=env)
+    for cmd in ([DVC, "remote", "add", "-d", "store", str(remote)], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "pipeline"]):
         _run(cmd, dest, env)
     return dest
 

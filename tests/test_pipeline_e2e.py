@@ -9,34 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-
-TINY = {
-    "synth": {"n_classes": 8, "videos_per_class": 4, "size": 32, "frames": 20},
-    "extract": {"short_side": 32, "workers": 2},
-    "model": {"backbone": "tiny", "width": 4},
-    "clip": {"frames": 8, "stride": 2, "resize": 32, "crop": 28},
-    "pretrain": {"epochs": 2, "milestones": [], "batch_size": 8, "workers": 0, "iic": {"nce_k": 16}},
-    "finetune": {"epochs": 1, "batch_size": 8, "workers": 0, "test_clips": 2},
-    "retrieve": {"clips": 2, "workers": 0},
-}
-
-
-def _merge(base: dict, over: dict) -> dict:
-    for key, value in over.items():
-        if isinstance(value, dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
+from tinyrepo import tiny_repo
 
 
 def _dvc(repo: Path, *args: str) -> str:
@@ -54,16 +33,7 @@ def _ran(output: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("pipeline")
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
-    for folder in ("stages", "vidssl", "presets"):
-        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], [str(Path(sys.executable).with_name("dvc")), "init", "-q"]):
-        subprocess.run(cmd, cwd=repo, check=True)
-    return repo
+    return tiny_repo(tmp_path_factory.mktemp("pipeline"))
 
 
 @pytest.mark.slow

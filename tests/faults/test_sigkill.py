@@ -16,29 +16,20 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from tinyrepo import DVC, tiny_params, tiny_repo
 
 psutil = pytest.importorskip("psutil")
 
 ROOT = Path(__file__).resolve().parents[2]
-DVC = str(Path(sys.executable).with_name("dvc"))
 
 # Long enough that each stage is still working when it is killed, small enough for CI.
-TINY = {
-    "synth": {"n_classes": 8, "videos_per_class": 4, "size": 32, "frames": 20},
-    "extract": {"short_side": 32, "workers": 1},
-    "model": {"backbone": "tiny", "width": 4},
-    "clip": {"frames": 8, "stride": 2, "resize": 32, "crop": 28},
-    "pretrain": {"epochs": 8, "milestones": [], "batch_size": 8, "workers": 0, "iic": {"nce_k": 16}},
-    "finetune": {"epochs": 6, "batch_size": 8, "workers": 0, "test_clips": 2},
-    "retrieve": {"clips": 4, "workers": 0},
-}
+LONGER = {"extract": {"workers": 1}, "pretrain": {"epochs": 8}, "finetune": {"epochs": 6}, "retrieve": {"clips": 4}}
 # Outputs whose bytes must come back identical (DVC's hashes in dvc.lock); metrics are compared as values.
 HASHED = ("data/raw", "data/frames", "data/lists", "models/pretrain", "models/finetune", "features")
 DOWNSTREAM = {
@@ -47,15 +38,6 @@ DOWNSTREAM = {
     "finetune": ["finetune", "evaluate"],
     "retrieve": ["retrieve", "evaluate"],
 }
-
-
-def _merge(base: dict, over: dict) -> dict:
-    for key, value in over.items():
-        if isinstance(value, dict):
-            _merge(base.setdefault(key, {}), value)
-        else:
-            base[key] = value
-    return base
 
 
 def _env(repo: Path) -> dict[str, str]:
@@ -120,15 +102,7 @@ def _wait_gone(repo: Path, seconds: float) -> list[str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("faults") / "reference"
-    repo.mkdir()
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
-    for folder in ("stages", "vidssl", "presets"):
-        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"]):
-        subprocess.run(cmd, cwd=repo, check=True, env=_env(repo))
+    tiny_repo(repo, tiny_params(**LONGER), env=_env(repo))
     proc = dvc(repo, "repro")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return repo
