@@ -12,7 +12,7 @@ import torch
 from vidssl.config import parse_params
 from vidssl.data.clips import ClipSpec, read_list
 from vidssl.engine.protocols import (
-    PROTOCOLS, DenseClipDataset, Normalise, build_scheduler, check_logits, dense_starts, get_protocol, video_scores,
+    PROTOCOLS, DenseClipDataset, DeviceAugment, Normalise, build_scheduler, check_logits, dense_starts, get_protocol, video_scores,
 )
 from vidssl.engine.train import evaluate_videos, finetune
 
@@ -123,3 +123,27 @@ def test_seed_protocols_train_and_test(protocol: str, tiny_lists: Path, tmp_path
     r = finetune(_cfg(protocol, epochs=1), tiny_lists, None, tmp_path / "s", tmp_path / "o")
     assert r["protocol"] == protocol and 0.0 <= r["test_accuracy"] <= 1.0 and len(r["pred"]) == 4
     assert "val_loss" not in r["history"][0]
+
+
+def test_device_augmentation_follows_the_protocol_and_resumes_its_draws() -> None:
+    """plain: an exact crop of the uint8 clip, never flipped or recoloured; dualvar: most clips recoloured;
+    the generator's state rides in the module's state dict."""
+    clips = torch.randint(0, 256, (64, 3, 4, 12, 16), dtype=torch.uint8)
+    plain = DeviceAugment(8, get_protocol("plain"), seed=7)
+    out = plain(clips)
+    assert out.shape == (64, 3, 4, 8, 8) and out.dtype == torch.float32
+    for x, y in zip(clips, out):  # each output is one 8x8 window of its clip, values exact
+        windows = x.float().div(255).unfold(2, 8, 1).unfold(3, 8, 1)  # 3×T×5×9×8×8
+        hits = (windows == y[:, :, None, None]).flatten(-2).all(-1).all(0).all(0)
+        assert hits.sum() >= 1
+    dual = DeviceAugment(8, get_protocol("dualvar"), seed=7)
+    dual_state = dual.state_dict()
+    first = dual(clips)
+    flat = torch.stack([x.float().div(255) for x in clips])
+    exact = [(any((flat[i].unfold(2, 8, 1).unfold(3, 8, 1) == first[i][:, :, None, None]).flatten(-2).all(-1)
+                  .all(0).all(0).flatten())) for i in range(64)]
+    assert sum(exact) < 32  # jitter (p 0.8) changes most clips' values
+    again = DeviceAugment(8, get_protocol("dualvar"), seed=0)
+    again.load_state_dict(dual_state)
+    assert torch.equal(again(clips), first)  # a resumed run draws the same
+    assert not torch.equal(dual(clips), first)  # and the draws move on

@@ -18,6 +18,8 @@ from torch import nn
 
 from vidssl.data.clips import ClipDataset, ClipSpec, MultiClipDataset, VideoRecord, center_crop
 
+# Fine-tuning draws its augmentation from a generator of its own (pretraining methods use 0x5EED).
+FINETUNE_AUGMENT_SEED_OFFSET = 0xF17E
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -123,23 +125,32 @@ def build_scheduler(proto: FinetuneProtocol, opt: torch.optim.Optimizer, epochs:
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
 
 
-class AugmentedClipDataset(ClipDataset):
-    """One random clip per video with the protocol's flip and colour jitter, drawn once per clip."""
+class DeviceAugment(nn.Module):
+    """The protocol's train-time augmentation (random crop; flip and colour jitter where the protocol asks),
+    batched on the training device, parameters drawn once per clip from its own generator.
 
-    def __init__(self, records: Sequence[VideoRecord], spec: ClipSpec, proto: FinetuneProtocol) -> None:
+    A module so that the generator's state rides in the checkpoint (``get_extra_state``): a resumed run draws
+    exactly what the uninterrupted run would have.
+    """
+
+    def __init__(self, crop: int, proto: FinetuneProtocol, seed: int) -> None:
         from vidssl.data.augment import AugmentSpec
 
-        super().__init__(records, spec)
-        self.augment = AugmentSpec(crop=spec.crop, flip=proto.flip, jitter=proto.jitter, jitter_p=proto.jitter_p)
+        super().__init__()
+        self.spec = AugmentSpec(crop=crop, flip=proto.flip, jitter=proto.jitter, jitter_p=proto.jitter_p)
+        self.generator = torch.Generator().manual_seed(seed + FINETUNE_AUGMENT_SEED_OFFSET)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        from vidssl.data.augment import augment_clip
-        from vidssl.data.clips import _sample_rng, random_clip
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        """uint8 (or float) N×3×T×H×W clips at the loader's resize -> float N×3×T×S×S in [0, 1]."""
+        from vidssl.data.batch_augment import augment_views
 
-        rng = _sample_rng()
-        rec, s = self.records[index], self.spec
-        clip = self.load(index, random_clip(rec.n_frames, s.frames, s.stride, rng))
-        return augment_clip(clip, self.augment, rng), rec.label, index
+        return augment_views([clips], self.spec, self.generator)[0]
+
+    def get_extra_state(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
 
 
 def dense_starts(n_frames: int, span: int, step: int) -> list[int]:

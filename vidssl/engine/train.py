@@ -499,7 +499,7 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
     The protocol (``vidssl.engine.protocols``) sets the schedule's shape, model selection (the last epoch, or
     the lowest loss on val.csv), augmentation, dropout, clip geometry, test views, averaging and normalisation.
     """
-    from vidssl.engine.protocols import AugmentedClipDataset, build_scheduler, get_protocol, test_dataset
+    from vidssl.engine.protocols import DeviceAugment, build_scheduler, get_protocol, test_dataset
 
     ddp.require_single_process("finetune")
     tracker = tracker or NullTracker()
@@ -510,8 +510,9 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
     proto = get_protocol(f.protocol)
     spec = proto.clip_spec(clip_spec(cfg))
     records = read_list(lists_dir / "train.csv")
-    augmented = proto.flip or proto.jitter is not None
-    train_ds = AugmentedClipDataset(records, spec, proto) if augmented else ClipDataset(records, spec)
+    # The loader samples and decodes only (uint8 at the resize); crop, flip and jitter run batched on the device.
+    train_ds = ClipDataset(records, spec, crop=False)
+    augment = DeviceAugment(spec.crop, proto, cfg.seed)
     use_val = proto.select == "val_loss" or proto.schedule == "plateau"
     val_ds = None
     if use_val:
@@ -534,7 +535,7 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
     sched = build_scheduler(proto, opt, f.epochs)
     key = run_key("finetune",
                   {"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
-                   "finetune": f.model_dump(), "precision": precision.name, "state": 3},
+                   "finetune": f.model_dump(), "precision": precision.name, "state": 4},  # 4: crops on the device
                   {"list": file_digest(lists_dir / "train.csv"),
                    "frames": packs_fingerprint(r.frames_path for r in train_ds.records),
                    "init": file_digest(init) if init else None})
@@ -551,7 +552,7 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
 
     def step(batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float], int]:
         clips, label, _ = batch
-        clips, label = to_float(clips.to(dev, non_blocking=True)), label.to(dev)
+        clips, label = augment(clips.to(dev, non_blocking=True)), label.to(dev)
         logits = model(clips)
         loss = F.cross_entropy(logits, label)
         n = len(label)
@@ -579,7 +580,8 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
     best_val = [float(best["val_loss"]) if best is not None and best.get("key") == key else float("inf")]
     history = Loop(
         where="finetune", epochs=f.epochs, ckpt=ckpt,
-        modules={"model": model, "optimizer": opt, "scheduler": sched}, net=model, opt=opt, precision=precision,
+        modules={"model": model, "optimizer": opt, "scheduler": sched, "augment": augment}, net=model, opt=opt,
+        precision=precision,
         loader=loader, steps=lambda epoch: -(-len(train_ds) // f.batch_size),
         step=_first_step_compiled(step, t.compile), end_epoch=end_epoch, begin_epoch=lambda epoch: model.train(),
         tracker=tracker, checkpoint_minutes=t.checkpoint_minutes,
