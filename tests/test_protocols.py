@@ -31,6 +31,7 @@ def test_milestones_scale_with_the_epochs() -> None:
     assert PROTOCOLS["dualvar"].milestone_epochs(100) == [30, 60, 80]
     assert PROTOCOLS["dualvar"].milestone_epochs(150) == [45, 90, 120]
     assert PROTOCOLS["be"].milestone_epochs(4) == [1, 2, 3, 4]  # rounded, kept rising, never 0
+    assert PROTOCOLS["mlfo"].milestone_epochs(500) == [400, 450]  # CoCLR's fine-tuning run
     opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=1.0)
     sched = build_scheduler(PROTOCOLS["be"], opt, 45)
     lrs = []
@@ -147,3 +148,14 @@ def test_device_augmentation_follows_the_protocol_and_resumes_its_draws() -> Non
     again.load_state_dict(dual_state)
     assert torch.equal(again(clips), first)  # a resumed run draws the same
     assert not torch.equal(dual(clips), first)  # and the draws move on
+
+
+def test_mlfo_fine_tuning_crops_a_random_area_and_resizes_it() -> None:
+    """CoCLR's random sized crop: windows of 20-100 % of the area, resized to the crop side (so values are
+    interpolated, unlike plain's exact windows), drawn once per clip: every frame of a clip gets one window."""
+    ramp = torch.arange(32, dtype=torch.float32).view(1, 1, 1, 1, 32).expand(8, 3, 4, 32, 32)
+    out = DeviceAugment(16, get_protocol("mlfo"), seed=3)(ramp / 255.0)
+    assert out.shape == (8, 3, 4, 16, 16)
+    widths = (out[..., -1] - out[..., 0]).abs().amax(dim=(1, 2, 3)) * 255.0  # each window's span of the ramp
+    assert (widths > 2).all() and (widths < 32).all() and widths.std() > 0.5  # windows of other widths
+    assert torch.equal(out[:, :, :1].expand_as(out), out)  # the same window on every frame

@@ -38,6 +38,7 @@ class FinetuneProtocol:
     flip: bool = False  # train-time horizontal flip, once per clip
     jitter: tuple[float, float, float, float] | None = None  # ColorJitter strengths, once per clip
     jitter_p: float = 0.8
+    scale: tuple[float, float] | None = None  # random resized crop's area range; None: a plain random crop
     dropout: float = 0.0  # before the linear head
     frames: int | None = None  # None: clip.frames
     stride: int | None = None  # None: clip.stride
@@ -80,12 +81,13 @@ PROTOCOLS: dict[str, FinetuneProtocol] = {
     "be": FinetuneProtocol("be", schedule="multistep", milestones=tuple(e / 45 for e in (10, 20, 25, 30, 35, 40)),
                            gamma=0.3, dropout=0.5, frames=64, stride=1, test="dense", dense_step=10, dense_max=2,
                            average="softmax", normalise=True),
-    # MLFO releases no evaluation code and points to CoCLR's (eval/main_classifier.py): flip, ColorJitter
-    # (.2, .2, .2, .1, p .3) consistent within a clip, dropout 0.9, ImageNet normalisation, x0.1 at its
-    # --schedule 60 80 (taken as 60% and 80% of the epochs), 10 clips, softmax averaged.
-    "mlfo": FinetuneProtocol("mlfo", schedule="multistep", milestones=(0.6, 0.8), gamma=0.1, flip=True,
-                             jitter=(0.2, 0.2, 0.2, 0.1), jitter_p=0.3, dropout=0.9, average="softmax",
-                             normalise=True),
+    # MLFO releases no evaluation code and points to CoCLR's: eval/main_classifier.py's train transform
+    # (random sized crop of 20-100% of the area, ColorJitter(.4, .4, .4, .1, p .3) consistent within a clip,
+    # flip), dropout 0.9, ImageNet normalisation; its README's fine-tuning run: x0.1 at 400 and 450 of 500
+    # epochs; 10 clips, softmax averaged.
+    "mlfo": FinetuneProtocol("mlfo", schedule="multistep", milestones=(0.8, 0.9), gamma=0.1, flip=True,
+                             jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.3, scale=(0.2, 1.0), dropout=0.9,
+                             average="softmax", normalise=True),
 }
 
 
@@ -137,7 +139,8 @@ class DeviceAugment(nn.Module):
         from vidssl.data.augment import AugmentSpec
 
         super().__init__()
-        self.spec = AugmentSpec(crop=crop, flip=proto.flip, jitter=proto.jitter, jitter_p=proto.jitter_p)
+        self.spec = AugmentSpec(crop=crop, scale=proto.scale, flip=proto.flip, jitter=proto.jitter,
+                                jitter_p=proto.jitter_p)
         self.generator = torch.Generator().manual_seed(seed + FINETUNE_AUGMENT_SEED_OFFSET)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
