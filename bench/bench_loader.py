@@ -7,9 +7,11 @@ the whole saving an epoch could get. Needs the pipeline's lists (``dvc repro`` f
 
     python bench/bench_loader.py [--methods iic,mlfo] [--epochs 6] [--workers 2]
 
-``--vs-decode PACKS`` measures instead the training loader's clips/s (ClipDataset: 16 frames, 112x112 crop from
-128 px frames, uint8, through a DataLoader) against decoding the very same JPEG frames alone (same packs, same
-frame indices, same number of workers, same DataLoader), and clips/s per worker core, to size a GPU box's CPU.
+``--vs-decode PACKS`` measures instead the training loader's clips/s (ClipDataset as training builds it: 16
+frames at 128 px, uncropped uint8, stacked by its collate; the crop happens on the device) against decoding the
+very same JPEG frames alone (same packs, same frame indices, same number of workers, same DataLoader), and
+clips/s per worker core, to size a GPU box's CPU. Also in the table: decoding and shipping a 16x112x112 block,
+the dataset cropping in the worker, and the training loader with every clip made contiguous in the worker.
 PACKS is a frame store extracted at 128 px short side (e.g. `vidssl extract CLIPS PACKS --short-side 128`).
 
     python bench/bench_loader.py --vs-decode PACKS [--workers 2] [--clips 400]
@@ -64,6 +66,13 @@ class _DecodeOnly:
         return torch.from_numpy(np.ascontiguousarray(frames[:, :1, :1]))  # decoded; a token goes back
 
 
+def _contiguous_collate(samples: list[tuple]) -> tuple:
+    """The stack before layout-preserving collation: every clip made contiguous in the worker, then stacked."""
+    from torch.utils.data import default_collate
+
+    return default_collate([tuple(x.contiguous() if hasattr(x, "contiguous") else x for x in s) for s in samples])
+
+
 def vs_decode(packs: Path, workers: int, n_clips: int, repeats: int = 3) -> None:
     import os
 
@@ -74,22 +83,31 @@ def vs_decode(packs: Path, workers: int, n_clips: int, repeats: int = 3) -> None
     base = [VideoRecord(p.stem, str(p), count_frames(p), 0) for p in paths]
     records = (base * (n_clips // len(base) + 1))[:n_clips]
     spec = ClipSpec(frames=16, stride=1, resize=128, crop=112)
-    ds = ClipDataset(records, spec)
-    best = {"loader": 0.0, "decode": 0.0, "ship": 0.0}
+    cropped, train = ClipDataset(records, spec), ClipDataset(records, spec, crop=False)
+    ways = {  # name: (dataset, collate)
+        "decode": (_DecodeOnly(cropped), None),
+        "ship": (_DecodeOnly(cropped, ship=True), None),
+        "crop in worker": (cropped, None),
+        "training, contiguous": (train, _contiguous_collate),
+        "training": (train, train.collate),
+    }
+    best = dict.fromkeys(ways, 0.0)
     for _ in range(repeats):  # interleaved, fastest counts
-        for name, dataset in (("decode", _DecodeOnly(ds)), ("ship", _DecodeOnly(ds, ship=True)), ("loader", ds)):
-            loader = DataLoader(dataset, batch_size=8, num_workers=workers, shuffle=True)
+        for name, (dataset, collate) in ways.items():
+            loader = DataLoader(dataset, batch_size=8, num_workers=workers, shuffle=True, collate_fn=collate)
             start = time.perf_counter()
             n = sum(len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch) for batch in loader)
             best[name] = max(best[name], n / (time.perf_counter() - start))
     cores = max(1, min(workers, os.cpu_count() or 1))
-    print(f"{len(paths)} packs, {n_clips} clips of 16x112x112 a pass, {workers} workers, best of {repeats} "
-          f"(worker start-up included)")
-    print("| decode only clips/s | decode + ship 16x112x112 clips/s | training loader clips/s | ratio | "
-          "loader clips/s per core |")
+    print(f"{len(paths)} packs, {n_clips} clips of 16 frames at 128 px a pass, {workers} workers, batch 8, best of "
+          f"{repeats} (worker start-up included)")
+    print("| loader | what reaches the main process | clips/s | ratio to decode only | clips/s per core |")
     print("|---|---|---|---|---|")
-    print(f"| {best['decode']:.1f} | {best['ship']:.1f} | {best['loader']:.1f} | "
-          f"{best['loader'] / best['decode']:.2f} | {best['loader'] / cores:.1f} |")
+    what = {"decode": "a token", "ship": "16×112×112 crop (T×H×W×3)",
+            "crop in worker": "16×112×112 crop, contiguous", "training, contiguous": "16×128×W clip, contiguous",
+            "training": "16×128×W clip, decoded layout"}
+    for name, rate in best.items():
+        print(f"| {name} | {what[name]} | {rate:.1f} | {rate / best['decode']:.2f} | {rate / cores:.1f} |")
 
 
 def main() -> None:

@@ -166,3 +166,41 @@ def test_drop_leaves_short_videos_out_of_every_dataset(tiny_lists: Path) -> None
     assert usable_records(mixed, dataclasses.replace(drop, short_videos="loop")) == mixed
     with pytest.raises(ValueError, match="clip.short_videos='skip'"):
         usable_records(mixed, dataclasses.replace(drop, short_videos="skip"))
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """Clips as ClipDataset yields them: 3×T×H×W views of decoded T×H×W×3 frames (channels last)."""
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        frames = np.random.default_rng(i).integers(0, 256, (4, 6, 7, 3), dtype=np.uint8)
+        return to_tensor(frames), i % 3, i
+
+
+def test_decoded_clips_stack_without_a_transposition_and_move_to_the_same_values() -> None:
+    from torch.utils.data import DataLoader, default_collate
+
+    from vidssl.data.clips import collate_clips, stack_decoded
+    from vidssl.engine.train import move_batch
+
+    ds = _Decoded()
+    want = default_collate([ds[i] for i in range(3)])  # contiguous stack: the values every method expects
+    got = collate_clips([ds[i] for i in range(3)])
+    assert got[0].stride() == (504, 1, 126, 21, 3) and not got[0].is_contiguous()  # the decoded layout kept
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    moved = move_batch(got, torch.device("cpu"), floats=False)
+    assert moved[0].is_contiguous() and torch.equal(moved[0], want[0])
+    assert torch.equal(move_batch(got, torch.device("cpu"))[0], want[0].float() / 255)
+    # Clips not in the decoded layout (already contiguous, or cut by a crop) stack as before.
+    assert stack_decoded([ds[0][0].contiguous(), ds[1][0].contiguous()]) is None
+    cut = [(x[..., 1:5, 2:6], y, z) for x, y, z in (ds[i] for i in range(3))]
+    assert all(torch.equal(a, b) for a, b in zip(collate_clips(cut), default_collate(cut)))
+    # In loader workers the batch is built in shared memory (no copy on its way out) and arrives equal.
+    for workers in (0, 2):
+        batches = list(DataLoader(ds, batch_size=3, num_workers=workers, collate_fn=collate_clips))
+        assert [b[0].is_shared() for b in batches] == [workers > 0] * 2
+        for k, b in enumerate(batches):
+            ref = default_collate([ds[i] for i in range(3 * k, 3 * k + 3)])
+            assert all(torch.equal(a, r) for a, r in zip(b, ref))

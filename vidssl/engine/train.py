@@ -54,9 +54,14 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 def move_batch(batch: Any, dev: torch.device, *, floats: bool = True) -> Any:
     """Move a (nested) batch to ``dev``; uint8 clip tensors (5-D and up) become float in [0, 1] there unless
-    ``floats`` is False (the methods' augmentation takes uint8 and crops before converting)."""
+    ``floats`` is False (the methods' augmentation takes uint8 and crops before converting).
+
+    Clips may arrive in their decoded channels-last layout (:func:`vidssl.data.clips.stack_decoded`); they are
+    made contiguous here, on the device, so every method sees the usual layout and the same values."""
     if torch.is_tensor(batch):
         batch = batch.to(dev, non_blocking=True)
+        if batch.dim() >= 5:
+            batch = batch.contiguous()
         return to_float(batch) if floats and batch.dim() >= 5 else batch
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_batch(b, dev, floats=floats) for b in batch)
@@ -552,7 +557,7 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
 
     def step(batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float], int]:
         clips, label, _ = batch
-        clips, label = augment(clips.to(dev, non_blocking=True)), label.to(dev)
+        clips, label = augment(move_batch(clips, dev, floats=False)), label.to(dev)
         logits = model(clips)
         loss = F.cross_entropy(logits, label)
         n = len(label)
