@@ -148,6 +148,8 @@ def test_dvc_set_param_rewrites_only_the_changed_line(tmp_path: Path) -> None:
         ({"pretrain": {"method": "byol"}}, "pretrain.method: 'byol' is not a registered method"),
         ({"model": {"backbone": "resnet50"}}, "model.backbone: Input should be 'tiny'"),
         ({"data": {"dataset": "kinetics"}}, "data.dataset"),
+        ({"extract": {"exact": "fast"}}, "extract.exact: give true (bit-exact frames), false"),
+        ({"extract": {"exact": 1}}, "extract.exact: give true"),
         ({"retrieve": {"topk": [-3]}}, "retrieve.topk: retrieve.topk [-3]: give one or more k >= 1"),
         ({"retrieve": {"topk": [0, 5]}}, "retrieve.topk: retrieve.topk [0, 5]: give one or more k >= 1"),
         ({"retrieve": {"topk": []}}, "retrieve.topk: retrieve.topk []: give one or more k >= 1"),
@@ -186,6 +188,21 @@ def test_config_is_frozen_and_ints_widen_to_floats() -> None:
 
 def test_clip_span() -> None:
     assert parse_params({"clip": {"frames": 16, "stride": 4}}).clip.span == 61
+
+
+def test_extract_exact_auto_follows_the_dataset() -> None:
+    """auto: bit-exact frames for the embedded dataset (its store's DVC hash is committed), ffmpeg's fast paths
+    for real datasets; true and false win over the dataset."""
+    assert Params().extract.exact == "auto" and parse_params({}).extract_exact is True
+    for dataset in ("ucf101", "hmdb51", "kinetics400", "diving48", "folders"):
+        assert parse_params({"data": {"dataset": dataset}}).extract_exact is False, dataset
+    assert parse_params({"data": {"dataset": "ucf101"}, "extract": {"exact": True}}).extract_exact is True
+    assert parse_params({"extract": {"exact": False}}).extract_exact is False
+    shipped = load_params(ROOT / "params.yaml")
+    assert shipped.extract.exact == "auto" and shipped.extract_exact is True
+    for name in ("iic_r3d_ucf101", "be_i3d_ucf101"):  # the real-data presets
+        raw = yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text())
+        assert parse_params({"data": raw["data"], "extract": raw["extract"]}).extract_exact is False, name
 
 
 def test_typed_defaults_are_valid() -> None:

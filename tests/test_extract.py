@@ -668,6 +668,25 @@ def test_exact_false_uses_ffmpegs_fast_paths_and_never_mixes_stores(tmp_path: Pa
     assert again["params"]["encoding"].startswith("mjpeg-bitexact ") and again["counts"]["extracted"] == 1
 
 
+def test_extract_takes_fast_paths_for_real_datasets_unless_params_ask_for_exact(tmp_path: Path) -> None:
+    """extract.exact: auto (the shipped value) is bit-exact for the embedded dataset, fast for a real one."""
+    from typer.testing import CliRunner
+
+    from vidssl.cli import app
+
+    make_clip(tmp_path / "src/a/v.mp4", size="96x64", seconds=0.5)
+    cases = [("synthetic", "auto", "mjpeg-bitexact "), ("hmdb51", "auto", "mjpeg-fast "),
+             ("kinetics400", "true", "mjpeg-bitexact "), ("synthetic", "false", "mjpeg-fast ")]
+    for i, (dataset, exact, encoding) in enumerate(cases):
+        params = tmp_path / f"p{i}.yaml"
+        params.write_text(f"data: {{dataset: {dataset}}}\nextract: {{short_side: 32, exact: {exact}}}\n")
+        res = CliRunner().invoke(app, ["--defaults", "extract", str(tmp_path / "src"), str(tmp_path / f"out{i}"),
+                                       "--params", str(params)])
+        assert res.exit_code == 0, res.output
+        report = json.loads((tmp_path / f"out{i}" / "extract.json").read_text())
+        assert report["params"]["encoding"].startswith(encoding), (dataset, exact, report["params"])
+
+
 _DASK_RUN = r"""
 import os, sys
 from pathlib import Path

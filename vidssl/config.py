@@ -69,8 +69,18 @@ class ExtractParams(_Section):
     min_frames: int = Field(2, ge=1)  # a video decoding to fewer frames is quarantined
     max_pixels: int = Field(3840 * 2160, ge=0)  # a larger picture is quarantined before decoding (0: no limit)
     min_bytes: int = Field(1024, ge=0)  # a smaller file is quarantined
-    exact: bool = True  # bit-exact frames (same bytes on every CPU); false: ffmpeg's faster SIMD paths
+    # true: bit-exact frames (same bytes on every CPU); false: ffmpeg's faster SIMD paths; auto: true for the
+    # embedded dataset (its store's DVC hash is committed), false for real datasets (Params.extract_exact)
+    exact: bool | Literal["auto"] = "auto"
     fail_on_bad_input: bool = False  # quarantined videos stop the run with exit code 3 (after the store is written)
+
+    @field_validator("exact", mode="before")
+    @classmethod
+    def _exact(cls, v: Any) -> Any:
+        if v is True or v is False or v == "auto":
+            return v
+        raise ValueError("give true (bit-exact frames), false (ffmpeg's SIMD paths) or auto (true for the embedded "
+                         "dataset only)")
 
 
 class ListsParams(_Section):
@@ -310,6 +320,13 @@ class Params(_Section):
     retrieve: RetrieveParams = RetrieveParams()
     report: ReportParams = ReportParams()
     registry: RegistryParams = RegistryParams()
+
+    @property
+    def extract_exact(self) -> bool:
+        """``extract.exact`` resolved: ``auto`` is bit-exact for the embedded dataset and ffmpeg's fast paths for
+        real ones, whose stores no committed DVC hash has to match."""
+        exact = self.extract.exact
+        return self.data.dataset == "synthetic" if exact == "auto" else bool(exact)
 
 
 class ConfigError(ValueError):

@@ -37,7 +37,7 @@ def run_extract(cfg: Params, src: Path, out: Path, report: Path, reset_on_change
     e = cfg.extract
     return extract_videos(src, out, short_side=e.short_side, fps=e.fps, workers=e.workers, quality=e.quality,
                           min_frames=e.min_frames, max_pixels=e.max_pixels, min_bytes=e.min_bytes,
-                          report=report, reset_on_change=reset_on_change, timings=timings, exact=e.exact,
+                          report=report, reset_on_change=reset_on_change, timings=timings, exact=cfg.extract_exact,
                           dask=dask)
 
 
