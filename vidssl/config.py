@@ -85,7 +85,9 @@ class ExtractParams(_Section):
 
 class ListsParams(_Section):
     val_videos: int = Field(0, ge=0)
-    max_missing: float = Field(0.05, ge=0, le=1)  # fraction of split entries allowed without a pack
+    # fraction of split entries allowed without a pack: 1 skips any number (each is named in lists.json), 0 asks
+    # for a complete dataset
+    max_missing: float = Field(1.0, ge=0, le=1)
     test_fraction: float = Field(0.3, gt=0, lt=1)  # folders datasets without split files: held-out share
 
 
