@@ -201,13 +201,21 @@ def test_missing_split_file_names_the_path(tmp_path: Path) -> None:
             r"trainlist01\.txt:2: malformed line 'B/v_B_g08_c01\.avi'",
         ),
         ("v_A_g08_c01.avi 1\r\n", r"trainlist01\.txt:1: malformed"),
-        ("A/v_A_g08_c01.avi 3\r\n", r"label 3 does not match"),
-        ("C/v_C_g08_c01.avi 1\r\n", r"class folder 'C' is not in"),
+        ("A/v_A_g08_c01.avi 1\r\nA/v_A_g09_c01.avi 3\r\n",
+         r"trainlist01\.txt:2: label 3 does not match class 'A' \(label 1\) in .*classInd\.txt \(1\.\.2\)"),
+        ("A/v_A_g08_c01.avi 1\r\nC/v_C_g08_c01.avi 1\r\n",
+         r"trainlist01\.txt:2: class folder 'C' is not in .*classInd\.txt"),
     ],
 )
 def test_bad_split_lines_are_reported_with_file_and_line(tmp_path: Path, train: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         read_ucf101_split(_ucf_like(tmp_path, train), 1)
+
+
+def test_a_test_list_naming_a_class_not_in_classind_names_file_and_line(tmp_path: Path) -> None:
+    split_dir = _ucf_like(tmp_path, "A/v_A_g08_c01.avi 1\r\n", test="B/v_B_g01_c01.avi\r\nZ/v_Z_g01_c01.avi\r\n")
+    with pytest.raises(ValueError, match=r"testlist01\.txt:2: class folder 'Z' is not in .*classInd\.txt"):
+        write_lists(tmp_path / "frames", split_dir, tmp_path / "lists")
 
 
 def test_empty_store_says_to_run_extract(tmp_path: Path) -> None:
@@ -247,8 +255,12 @@ def test_lists_from_motionshapes(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def real_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The repository's real clips (UCF101 .avi, HMDB51 names with '+' and '!', Kinetics .mp4/.mkv at 25/30 fps)
-    extracted at 32 px; Kinetics under a label spelled with a space and a youtube-id file name."""
+    extracted at 32 px; Kinetics under a label spelled with a space and a youtube-id file name, and the UCF101
+    Archery clip re-encoded as VP9 in a .webm (no real clip comes as one), which its split file still calls .avi."""
     import shutil
+    import subprocess
+
+    import imageio_ffmpeg
 
     from vidssl.data.extract import extract_videos
 
@@ -257,6 +269,11 @@ def real_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         dst = root / "src" / row["dataset"] / row["label"] / Path(row["path"]).name
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REAL / row["path"], dst)
+    archery = root / "src/ucf101/Archery/v_Archery_g07_c01.avi"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(archery), "-an",
+                    "-fps_mode", "passthrough", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
+                    "-b:v", "300k", str(archery.with_suffix(".webm"))], check=True)
+    archery.unlink()
     k400 = root / "src" / "kinetics400"
     (k400 / "arm_wrestling").rename(k400 / "arm wrestling")  # as some Kinetics downloads spell class folders
     (k400 / "flipping_pancake/flipping_a_pancake.mkv").rename(k400 / "flipping_pancake/pAnC4ke_000010_000020.mkv")
@@ -282,6 +299,26 @@ def test_ucf101_adapter_on_real_clips_reports_the_missing(real_store: Path, tmp_
     [train] = _read_csv(tmp_path / "lists" / "train.csv")
     assert train["video_id"] == "ApplyLipstick/v_ApplyLipstick_g21_c01" and train["label"] == "1"
     assert int(train["n_frames"]) == 85  # the manifest's frame count
+    [test] = _read_csv(tmp_path / "lists" / "test.csv")  # from the .webm; testlist01.txt names the .avi
+    assert (test["video_id"], test["label"], int(test["n_frames"])) == ("Archery/v_Archery_g07_c01", "2", 91)
+
+
+@needs_real
+def test_shipped_params_skip_absent_videos_and_zero_asks_for_a_complete_dataset(
+        real_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vidssl.config import load_params, with_overrides
+    from vidssl.data.lists import MissingVideosError
+    from vidssl.pipeline.stages import run_lists
+
+    shipped = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    monkeypatch.chdir(tmp_path)  # outside any DVC workspace: the stage runner locks nothing
+    cfg = with_overrides(shipped, {"data": {"dataset": "ucf101"}}, "ucf101")
+    summary = run_lists(cfg, real_store / "ucf101", UCF_SPLITS, tmp_path / "lists")
+    assert summary["missing"]["count"] == 13318 and summary["counts"] == {"pretrain": 1, "train": 1, "val": 0,
+                                                                          "test": 1}
+    complete = with_overrides(cfg, {"lists": {"max_missing": 0.0}}, "complete")
+    with pytest.raises(MissingVideosError, match=r"13318 of 13320 videos .*lists.max_missing=0.0"):
+        run_lists(complete, real_store / "ucf101", UCF_SPLITS, tmp_path / "complete")
 
 
 @needs_real
@@ -331,6 +368,47 @@ def test_kinetics400_without_annotations_uses_class_folders(real_store: Path, tm
     again = write_lists(real_store / "kinetics400", tmp_path / "none", tmp_path / "again", fmt="folders",
                         test_fraction=fraction)
     assert again["counts"] == summary["counts"] == {"pretrain": 1, "train": 1, "val": 0, "test": 1}
+
+
+# from the full sample set (FULL): 29.97 fps UCF101 videos and an HMDB51 name with '(' and ')', which only it has,
+# and an HMDB51 test video; manifest path -> (split 1 subset, frames in the manifest)
+FULL_CLIPS = {
+    "ucf101/videos/BaseballPitch/v_BaseballPitch_g24_c02.avi": ("train", 119),
+    "ucf101/videos/VolleyballSpiking/v_VolleyballSpiking_g01_c01.avi": ("test", 93),
+    "hmdb51/videos/climb/(HQ)_Rock_Climbing_-_Free_Solo_Speed_Climb_-_Dan_Osman_climb_f_cm_np1_le_med_2.avi":
+        ("train", 242),
+    "hmdb51/videos/punch/AdvancedBoxingTechniquesandExercises_punch_u_nm_np1_ba_med_23.avi": ("test", 172),
+}
+
+
+def test_full_sample_set_29_97_fps_and_parenthesised_names(tmp_path: Path) -> None:
+    import shutil
+
+    from vidssl.data.extract import extract_videos
+    from vidssl.data.store import pack_meta
+
+    if not all((FULL / p).is_file() for p in FULL_CLIPS):
+        pytest.skip(f"the 29.97 fps and '(HQ)' clips are only in the full sample set ({FULL})")
+    for path in FULL_CLIPS:
+        dataset, _, folder, name = Path(path).parts
+        (tmp_path / "src" / dataset / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(FULL / path, tmp_path / "src" / dataset / folder / name)
+    rows = {}
+    for dataset, splits in (("ucf101", UCF_SPLITS), ("hmdb51", HMDB_SPLITS)):
+        rep = extract_videos(tmp_path / "src" / dataset, tmp_path / "frames" / dataset, short_side=32, workers=2,
+                             progress=False)
+        assert rep["counts"] == {"extracted": 2, "skipped": 0, "quarantined": 0}
+        write_lists(tmp_path / "frames" / dataset, splits, tmp_path / "lists" / dataset, fmt=dataset, max_missing=1.0)
+        rows |= {r["video_id"]: r for name in ("pretrain", "test")
+                 for r in _read_csv(tmp_path / "lists" / dataset / f"{name}.csv")}
+    assert len(rows) == 4
+    for path, (subset, n) in FULL_CLIPS.items():
+        dataset, _, folder, name = Path(path).parts
+        row = rows[f"{folder}/{Path(name).stem}"]
+        assert (row["split"], int(row["n_frames"])) == ("pretrain" if subset == "train" else "test", n), path
+        meta = pack_meta(row["frames_path"])
+        assert meta["video"] == f"{folder}/{name}"
+        assert meta["fps"] == (29.97 if dataset == "ucf101" else 30), (path, meta)
 
 
 def test_folders_with_split_files_and_odd_names(tmp_path: Path) -> None:
