@@ -619,6 +619,25 @@ def test_bad_input_among_good_videos_is_quarantined_with_each_reason(tmp_path: P
     assert not any((tmp_path / "out" / "bad").glob("*.zip"))
 
 
+def test_a_picture_above_4k_is_quarantined_under_the_shipped_limit(tmp_path: Path) -> None:
+    """extract.max_pixels' default (3840 x 2160) refuses a 4096 x 2304 video unread; the good one is extracted."""
+    from typer.testing import CliRunner
+
+    from vidssl.cli import app
+
+    src = tmp_path / "src"
+    make_clip(src / "a" / "ok.mp4", seconds=0.5)
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=4096x2304:rate=5", "-frames:v", "2", "-pix_fmt", "yuv420p",
+           "-c:v", "libx264", "-preset", "ultrafast", str(src / "a" / "huge.mp4"))
+    res = CliRunner().invoke(app, ["--defaults", "extract", str(src), str(tmp_path / "out"), "--short-side", "32",
+                                   "--params", str(tmp_path / "none.yaml")])
+    assert res.exit_code == 0, res.output  # bad input alone is not fatal unless params ask
+    status = {r["video"]: r for r in json.loads((tmp_path / "out" / "extract.json").read_text())["videos"]}
+    assert status["a/ok.mp4"]["status"] == "extracted"
+    assert status["a/huge.mp4"]["status"] == "quarantined"
+    assert "resolution 4096x2304 is above the 8294400-pixel limit (extract.max_pixels)" in status["a/huge.mp4"]["error"]
+
+
 def test_check_videos_lists_what_extract_would_quarantine(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
