@@ -308,6 +308,13 @@ def test_each_preset_parses_and_wins_over_params(name: str, tmp_path: Path) -> N
     assert cfg.pretrain.method == preset["pretrain"]["method"] == name.split("_")[0]
     assert cfg.model.backbone == preset["model"]["backbone"]
     assert cfg.pretrain.epochs == preset["pretrain"]["epochs"]
+    # Each preset judges the backbone by its seed's protocols: fine-tuning as the seed did, retrieval as it did
+    # (CoCLR's centred features for DualVar and MLFO, IIC's merged views, BE's one clip).
+    seed = name.split("_")[0]
+    assert cfg.finetune.protocol == seed
+    assert (cfg.retrieve.protocol, cfg.retrieve.feature, cfg.retrieve.merged) == {
+        "iic": ("vcop", "pool", True), "dualvar": ("centred", "gap", False), "be": ("vcop", "gap", False),
+        "mlfo": ("centred", "gap", False)}[seed]
     assert cfg.data.raw_dir == raw["data"]["raw_dir"]  # keys a preset leaves out come from params.yaml
     assert resolved.sources["pretrain.epochs"].startswith(f"preset {name} (")
     assert resolved.sources["data.raw_dir"].startswith(str(tmp_path / "params.yaml"))

@@ -84,3 +84,22 @@ def test_run_diagnose_writes_table_json_and_mlflow_metrics(tiny_lists: Path, tmp
     client, _, exp = open_client(tmp_path)
     run = client.search_runs([exp], "tags.`vidssl.stage` = 'diagnose'")[0]
     assert run.data.metrics["retrieval_top1.reversed"] == pytest.approx(r["retrieval_top1"]["reversed"])
+
+
+def test_diagnose_scores_a_linear_probe_as_the_probe_did(tiny_lists: Path, tmp_path: Path) -> None:
+    """finetune.protocol linear leaves a probe head on the frozen backbone; diagnose runs the two as one
+    classifier, and on the unedited clips it scores what the probe scored."""
+    from vidssl.engine.checkpoint import save_state_dict
+    from vidssl.engine.train import build_model_backbone
+    from vidssl.evaluation.linear import linear_probe
+
+    cfg = parse_params({"seed": 1, "model": {"backbone": "tiny", "width": 4},
+                        "clip": {"frames": 8, "stride": 2, "resize": 40, "crop": 32},
+                        "pretrain": {"method": "simclr"}, "retrieve": {"clips": 1, "workers": 0, "feature": "gap"},
+                        "finetune": {"protocol": "linear", "epochs": 5, "workers": 0, "test_clips": 2}})
+    torch.manual_seed(3)
+    save_state_dict(tmp_path / "bb.pt", {"backbone": build_model_backbone(cfg).state_dict()})
+    probe = linear_probe(cfg, tiny_lists, tmp_path / "bb.pt", tmp_path / "probe")
+    r = diagnose(cfg, tiny_lists, tmp_path / "bb.pt", tmp_path / "probe" / "classifier.pt")
+    assert r["finetune_accuracy"]["original"] == probe["test_accuracy"]
+    assert set(r["finetune_accuracy"]) == set(VARIANTS)

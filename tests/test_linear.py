@@ -63,3 +63,14 @@ def test_probe_refuses_non_finite_features(tiny_lists: Path, tmp_path: Path, mon
     monkeypatch.setattr(linear, "backbone_features", broken)
     with pytest.raises(NonFiniteFeatures, match="linear-probe train features .* row 1, video 'v_Right_g04_c01'"):
         linear.linear_probe(_cfg(), tiny_lists, None, tmp_path / "o")
+
+
+def test_probe_trains_on_the_whole_training_split(tiny_lists: Path, tmp_path: Path) -> None:
+    """No model is selected on validation videos, so none are held out: with one moved from train.csv to
+    val.csv, the head still trains on all six train-split videos (pretrain.csv), as CoCLR's probe does."""
+    lines = (tiny_lists / "train.csv").read_text().splitlines()
+    (tiny_lists / "val.csv").write_text("\n".join(lines[:2]) + "\n")
+    (tiny_lists / "train.csv").write_text("\n".join([lines[0], *lines[2:]]) + "\n")
+    linear.linear_probe(_cfg(epochs=2), tiny_lists, None, tmp_path / "o")
+    z = np.load(tmp_path / "o" / "features.npz")
+    assert z["train_x"].shape[0] == 6 and z["test_x"].shape[0] == 4

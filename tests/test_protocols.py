@@ -119,7 +119,7 @@ def test_iic_protocol_tests_the_best_validation_epoch(tiny_lists: Path, tmp_path
     assert again["selected_epoch"] == r["selected_epoch"] and again["test_accuracy"] == r["test_accuracy"]
 
 
-@pytest.mark.parametrize("protocol", ["dualvar", "be"])
+@pytest.mark.parametrize("protocol", ["dualvar", "be", "mlfo"])
 def test_seed_protocols_train_and_test(protocol: str, tiny_lists: Path, tmp_path: Path) -> None:
     r = finetune(_cfg(protocol, epochs=1), tiny_lists, None, tmp_path / "s", tmp_path / "o")
     assert r["protocol"] == protocol and 0.0 <= r["test_accuracy"] <= 1.0 and len(r["pred"]) == 4
@@ -159,3 +159,129 @@ def test_mlfo_fine_tuning_crops_a_random_area_and_resizes_it() -> None:
     widths = (out[..., -1] - out[..., 0]).abs().amax(dim=(1, 2, 3)) * 255.0  # each window's span of the ramp
     assert (widths > 2).all() and (widths < 32).all() and widths.std() > 0.5  # windows of other widths
     assert torch.equal(out[:, :, :1].expand_as(out), out)  # the same window on every frame
+
+
+class _Recorder(torch.nn.Module):
+    """A backbone stand-in that keeps what it was fed."""
+
+    out_dim = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(1, 3)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return self.lin(x.mean(dim=(1, 2, 3, 4))[:, None])
+
+
+def test_iic_fine_tunes_and_tests_on_the_unscaled_frame_residual() -> None:
+    """IIC's ft_classify.py (--modality res) feeds x - roll(x, 1) over time, not rescaled to [0, 1]; the other
+    protocols feed the clip itself."""
+    from vidssl.engine.train import Classifier
+
+    x = torch.zeros(1, 3, 4, 2, 2)
+    for t, v in enumerate((0.1, 0.4, 0.2, 0.9)):
+        x[:, :, t] = v
+    proto = get_protocol("iic")
+    net = Classifier(_Recorder(), 2, dropout=proto.dropout, normalise=proto.normalise, residual=proto.residual)
+    net.train()(x)
+    net.eval()(x)
+    want = torch.tensor([0.1 - 0.9, 0.4 - 0.1, 0.2 - 0.4, 0.9 - 0.2])  # the first frame minus the last (wraps)
+    for seen in net.backbone.seen:  # training and testing alike
+        torch.testing.assert_close(seen[0, 0, :, 0, 0], want)
+    for name in ("plain", "dualvar", "mlfo"):
+        p = get_protocol(name)
+        other = Classifier(_Recorder(), 2, residual=p.residual)
+        other(x)
+        assert torch.equal(other.backbone.seen[0], x), name
+
+
+def test_be_fine_tuning_rotates_and_jitters_each_clip_once() -> None:
+    """BE's ft_augmentation_config: rotation up to 10 degrees, random crop and ColorJitter(.5, .5, .25, .5) on every
+    clip; one draw per clip, so a clip of identical frames stays identical frame to frame."""
+    proto = get_protocol("be")
+    assert (proto.rotate, proto.jitter, proto.jitter_p) == (10.0, (0.5, 0.5, 0.25, 0.5), 1.0)
+    still = torch.randint(0, 256, (16, 3, 1, 12, 16), dtype=torch.uint8).expand(16, 3, 4, 12, 16).contiguous()
+    out = DeviceAugment(8, proto, seed=5)(still)
+    assert out.shape == (16, 3, 4, 8, 8)
+    assert torch.equal(out[:, :, :1].expand_as(out), out)  # the same rotation, crop and colour on every frame
+    for x, y in zip(still, out):  # no output is a plain crop of its clip: every clip was recoloured or rotated
+        windows = x.float().div(255).unfold(2, 8, 1).unfold(3, 8, 1)
+        assert not (windows == y[:, :, None, None]).flatten(-2).all(-1).all(0).all(0).any()
+
+
+def test_ten_crops_are_the_centre_and_four_corners_then_their_mirror_images() -> None:
+    from vidssl.engine.protocols import ten_crops
+
+    x = torch.arange(16.0).view(1, 1, 1, 4, 4)
+    crops = ten_crops(x, 2)[:, 0, 0]
+    want = [[[5, 6], [9, 10]], [[0, 1], [4, 5]], [[2, 3], [6, 7]], [[8, 9], [12, 13]], [[10, 11], [14, 15]]]
+    assert crops.shape == (10, 2, 2)
+    assert crops[:5].tolist() == want and crops[5:].tolist() == [[r[::-1] for r in c] for c in want]
+
+
+def test_mlfo_tests_as_coclr_every_half_overlapping_window_in_ten_crops(tiny_lists: Path) -> None:
+    """CoCLR's test sampler starts windows frames * stride // 2 - 1 apart over the whole video, each in ten crops;
+    the video's softmax outputs are averaged over all of them."""
+    proto = get_protocol("mlfo")
+    assert (proto.test, proto.dense_step, proto.dense_max, proto.crops, proto.average) == ("dense", 0, 0, 10, "softmax")
+    rec = read_list(tiny_lists / "test.csv")[:1]  # 24 frames
+    spec = ClipSpec(frames=8, stride=1, resize=40, crop=32)
+    clips, _, _ = DenseClipDataset(rec, spec, step=proto.dense_step, crops=proto.crops)[0]
+    assert clips.shape == (60, 3, 8, 32, 32)  # starts 0, 3, 6, 9, 12, 15 (8 // 2 - 1 = 3 apart), x 10 crops
+    centre = DenseClipDataset(rec, spec, step=3)[0][0]
+    assert torch.equal(clips[:6], centre)  # the first six: each window's centre crop
+    assert torch.equal(clips[30:36], centre.flip(-1))  # and their mirror images
+    with pytest.raises(ValueError, match="crops"):
+        DenseClipDataset(rec, spec, step=3, crops=5)
+
+
+class _Counting(torch.nn.Module):
+    """Logits from each clip's mean intensity; remembers how many clips each call saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([4.0, -4.0]))
+        self.calls: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(x))
+        return (x.mean(dim=(1, 2, 3, 4)) - 0.3)[:, None] * self.w
+
+
+def test_the_test_result_does_not_depend_on_how_many_clips_pass_at_once(tiny_lists: Path) -> None:
+    ds = DenseClipDataset(read_list(tiny_lists / "test.csv"), ClipSpec(frames=8, stride=1, resize=40, crop=32),
+                          step=0, crops=10)
+    whole, parts = _Counting(), _Counting()
+    a = evaluate_videos(whole, ds, batch_size=1, workers=0, average="softmax", clips_per_pass=1000)
+    b = evaluate_videos(parts, ds, batch_size=1, workers=0, average="softmax", clips_per_pass=7)
+    assert whole.calls == [60] * 4 and max(parts.calls) == 7 and sum(parts.calls) == 240  # every clip, in parts
+    assert a == b
+
+
+def _held_out(tiny_lists: Path) -> Path:
+    """tiny_lists with its first train video moved to val.csv (still in pretrain.csv, the whole split)."""
+    lines = (tiny_lists / "train.csv").read_text().splitlines()
+    (tiny_lists / "val.csv").write_text("\n".join(lines[:2]) + "\n")
+    (tiny_lists / "train.csv").write_text("\n".join([lines[0], *lines[2:]]) + "\n")
+    return tiny_lists
+
+
+@pytest.mark.parametrize("protocol, lists", [("dualvar", ["pretrain.csv", "test.csv"]),
+                                             ("iic", ["train.csv", "val.csv", "test.csv"])])
+def test_only_a_protocol_that_validates_holds_the_validation_videos_out(
+        protocol: str, lists: list, tiny_lists: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vidssl.engine.train as train
+
+    read: list[str] = []
+    real = train.read_list
+
+    def recording(path: Path, *a: object, **k: object):
+        read.append(Path(path).name)
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(train, "read_list", recording)
+    r = finetune(_cfg(protocol, epochs=1), _held_out(tiny_lists), None, tmp_path / "s", tmp_path / "o")
+    assert read == lists and len(r["pred"]) == 4

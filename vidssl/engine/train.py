@@ -426,18 +426,28 @@ def _last_telemetry(history: list[dict[str, float]]) -> dict[str, float]:
 
 
 class Classifier(nn.Module):
-    """Backbone + linear head on the pooled feature (IIC: Linear(512, C))."""
+    """Backbone + linear head on the pooled feature (IIC: Linear(512, C)).
 
-    def __init__(self, backbone: nn.Module, n_classes: int, dropout: float = 0.0, normalise: bool = False) -> None:
+    ``residual``: the backbone sees each frame minus the one before (IIC fine-tunes and tests on that); then
+    ``normalise``: ImageNet mean and std. Both are part of the forward pass, so training, validation and test
+    see the same input.
+    """
+
+    def __init__(self, backbone: nn.Module, n_classes: int, dropout: float = 0.0, normalise: bool = False,
+                 residual: bool = False) -> None:
         from vidssl.engine.protocols import Normalise
 
         super().__init__()
+        self.residual = residual
         self.normalise = Normalise() if normalise else nn.Identity()
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.out_dim, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from vidssl.engine.protocols import residual
+
+        x = residual(x) if self.residual else x
         return self.head(self.dropout(self.backbone(self.normalise(x))))
 
 
@@ -456,8 +466,11 @@ def n_classes_of(lists_dir: Path) -> int:
 
 @torch.no_grad()
 def evaluate_videos(model: nn.Module, ds: MultiClipDataset, *, batch_size: int, workers: int,
-                    average: str = "logits") -> dict[str, Any]:
+                    average: str = "logits", clips_per_pass: int = 64) -> dict[str, Any]:
     """Video-level accuracy: each video's clip logits (or softmax outputs) averaged (METHODS.md §1.3).
+
+    The model sees at most ``clips_per_pass`` clips at once (a long video's dense windows in ten crops run to
+    thousands); in eval mode the result does not depend on it.
 
     Raises:
         ValueError: if the classifier's output holds NaN or Inf (no accuracy is computed from it).
@@ -471,7 +484,8 @@ def evaluate_videos(model: nn.Module, ds: MultiClipDataset, *, batch_size: int, 
     bar = Progress(len(loader), "finetune test", unit="batch")
     for clips, label, _ in loader:
         b, n = clips.shape[:2]
-        logits = model(to_float(clips.flatten(0, 1).to(dev))).view(b, n, -1)
+        flat = clips.flatten(0, 1)
+        logits = torch.cat([model(to_float(part.to(dev))) for part in flat.split(clips_per_pass)]).view(b, n, -1)
         check_logits(logits, "fine-tune test")
         preds.append(torch.stack([video_scores(v, average) for v in logits]).argmax(1).cpu())
         labels.append(label)
@@ -499,10 +513,12 @@ def validation_loss(model: nn.Module, ds: MultiClipDataset, *, batch_size: int, 
 
 def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path, out_dir: Path,
              tracker: Tracker | None = None) -> dict[str, Any]:
-    """Fine-tune backbone + linear head on train.csv, test on test.csv, under ``finetune.protocol``.
+    """Fine-tune backbone + linear head, test on test.csv, under ``finetune.protocol``.
 
     The protocol (``vidssl.engine.protocols``) sets the schedule's shape, model selection (the last epoch, or
     the lowest loss on val.csv), augmentation, dropout, clip geometry, test views, averaging and normalisation.
+    A protocol that validates trains on train.csv (the training split less the validation videos); one that
+    never looks at val.csv trains on the whole training split (pretrain.csv), as its seed does.
     """
     from vidssl.engine.protocols import DeviceAugment, build_scheduler, get_protocol, test_dataset
 
@@ -514,11 +530,12 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
     lists_dir = Path(lists_dir)
     proto = get_protocol(f.protocol)
     spec = proto.clip_spec(clip_spec(cfg))
-    records = read_list(lists_dir / "train.csv")
+    use_val = proto.select == "val_loss" or proto.schedule == "plateau"
+    train_list = lists_dir / ("train.csv" if use_val else "pretrain.csv")
+    records = read_list(train_list)
     # The loader samples and decodes only (uint8 at the resize); crop, flip and jitter run batched on the device.
     train_ds = ClipDataset(records, spec, crop=False)
     augment = DeviceAugment(spec.crop, proto, cfg.seed)
-    use_val = proto.select == "val_loss" or proto.schedule == "plateau"
     val_ds = None
     if use_val:
         val = read_list(lists_dir / "val.csv") if (lists_dir / "val.csv").is_file() else []
@@ -528,7 +545,7 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
                              "400 on HMDB51) or choose finetune.protocol: plain")
         val_ds = MultiClipDataset(val, spec, 1)
     model = Classifier(build_model_backbone(cfg), n_classes_of(lists_dir), dropout=proto.dropout,
-                       normalise=proto.normalise)
+                       normalise=proto.normalise, residual=proto.residual)
     if init is not None:
         load_backbone(model.backbone, init)
     dev = device()
@@ -540,8 +557,10 @@ def finetune(cfg: Params, lists_dir: Path, init: Path | None, persist_dir: Path,
     sched = build_scheduler(proto, opt, f.epochs)
     key = run_key("finetune",
                   {"seed": cfg.seed, "model": cfg.model.model_dump(), "clip": cfg.clip.model_dump(),
-                   "finetune": f.model_dump(), "precision": precision.name, "state": 4},  # 4: crops on the device
-                  {"list": file_digest(lists_dir / "train.csv"),
+                   "finetune": f.model_dump(), "precision": precision.name, "state": 4,  # 4: crops on the device
+                   # what the protocol does, not only its name: a changed recipe never resumes an older run
+                   "recipe": dataclasses.asdict(proto)},
+                  {"list": file_digest(train_list),
                    "frames": packs_fingerprint(r.frames_path for r in train_ds.records),
                    "init": file_digest(init) if init else None})
     ckpt = Checkpointer(persist_dir, key)

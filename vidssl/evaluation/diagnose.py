@@ -96,12 +96,22 @@ def diagnose(cfg: Any, lists_dir: Path, weights: Path | None, classifier: Path |
     g_feat, g_lab = video_features(method, gallery, spec, **kw)
     if r.center or r.protocol == "centred":
         g_feat = g_feat - g_feat.mean(0, keepdims=True)
-    model = None
+    model, average = None, "logits"
     if classifier is not None:
-        proto = get_protocol(cfg.finetune.protocol)
-        model = Classifier(build_model_backbone(cfg), n_classes_of(lists_dir), dropout=proto.dropout,
-                           normalise=proto.normalise)
-        model.load_state_dict(load_state_dict(classifier)["model"])
+        state = load_state_dict(classifier)
+        if cfg.finetune.protocol == "linear":  # the probe's head on the frozen pretrained backbone
+            from vidssl.evaluation.linear import probe_classifier
+
+            frozen = build_model_backbone(cfg)
+            if weights is not None:
+                load_backbone(frozen, weights)
+            model = probe_classifier(frozen, state["head"], n_classes_of(lists_dir))
+        else:
+            proto = get_protocol(cfg.finetune.protocol)
+            model = Classifier(build_model_backbone(cfg), n_classes_of(lists_dir), dropout=proto.dropout,
+                               normalise=proto.normalise, residual=proto.residual)
+            model.load_state_dict(state["model"])
+            average = proto.average
         model.to(device())
     factors = load_factors(synth_json) if synth_json is not None and Path(synth_json).is_file() else None
     out: dict[str, Any] = {"retrieval_top1": {}, "finetune_accuracy": {}, "background": {}}
@@ -114,7 +124,7 @@ def diagnose(cfg: Any, lists_dir: Path, weights: Path | None, classifier: Path |
         out["retrieval_top1"][variant] = float(hits[:, 0].mean())
         preds = {"retrieval": g_lab[idx[:, 0]]}
         if model is not None:
-            res = _classify(model, test, spec, cfg, tf, evaluate_videos, MultiClipDataset)
+            res = _classify(model, test, spec, cfg, tf, evaluate_videos, MultiClipDataset, average)
             out["finetune_accuracy"][variant] = res["accuracy"]
             preds["finetune"] = np.asarray(res["pred"])
         if variant == "original" and factors is not None:
@@ -124,15 +134,14 @@ def diagnose(cfg: Any, lists_dir: Path, weights: Path | None, classifier: Path |
     return out
 
 
-def _classify(model: Any, test: list, spec: Any, cfg: Any, tf: Any, evaluate_videos: Any, dataset: Any) -> dict:
-    """The fine-tuned classifier on the test clips, ``tf`` applied to every clip before the model."""
-    from vidssl.engine.protocols import get_protocol
-
+def _classify(model: Any, test: list, spec: Any, cfg: Any, tf: Any, evaluate_videos: Any, dataset: Any,
+              average: str) -> dict:
+    """The fine-tuned classifier on the test clips, ``tf`` applied to every clip before the model; each video's
+    clip ``average`` ("logits" or "softmax", as its protocol scores)."""
     wrapped = _Transformed(model, tf) if tf is not None else model
-    proto = get_protocol(cfg.finetune.protocol)
     ds = dataset(test, spec, cfg.finetune.test_clips)
     return evaluate_videos(wrapped, ds, batch_size=max(1, cfg.finetune.batch_size // cfg.finetune.test_clips),
-                           workers=cfg.finetune.workers, average=proto.average)
+                           workers=cfg.finetune.workers, average=average)
 
 
 class _Transformed(torch.nn.Module):

@@ -46,14 +46,30 @@ def backbone_features(backbone: nn.Module, records: Sequence[Any], spec: Any, n_
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
 
 
+def probe_head(dim: int, n_classes: int) -> nn.Sequential:
+    """CoCLR's feature probe: BatchNorm without affine parameters, then Linear."""
+    # Cumulative BN statistics (momentum None): the features never change, so the running estimate is their
+    # exact mean; the default 0.1 momentum still lags far behind after the few steps a small set gives.
+    return nn.Sequential(nn.BatchNorm1d(dim, affine=False, momentum=None), nn.Linear(dim, n_classes))
+
+
+def probe_classifier(backbone: nn.Module, head_state: dict[str, Any], n_classes: int) -> nn.Sequential:
+    """A frozen backbone and its trained probe head as one clip classifier (eval mode).
+
+    The head is affine in eval mode, so the mean of its logits over a video's clips is its logit of the mean
+    feature, the score :func:`linear_probe` gives: averaging logits over the same clips reproduces the probe.
+    """
+    head = probe_head(backbone.out_dim, n_classes)
+    head.load_state_dict(head_state)
+    return nn.Sequential(backbone, head).eval()
+
+
 def train_linear(train_x: np.ndarray, train_y: np.ndarray, n_classes: int, epochs: int, seed: int,
                  ) -> tuple[nn.Module, list[dict[str, float]]]:
     """A BN + Linear head trained on cached features; returns it (eval mode) and per-epoch history."""
     torch.manual_seed(seed)
     x, y = torch.from_numpy(np.asarray(train_x, dtype=np.float32)), torch.from_numpy(np.asarray(train_y)).long()
-    # Cumulative BN statistics (momentum None): the features never change, so the running estimate is their
-    # exact mean; the default 0.1 momentum still lags far behind after the few steps a small set gives.
-    head = nn.Sequential(nn.BatchNorm1d(x.shape[1], affine=False, momentum=None), nn.Linear(x.shape[1], n_classes))
+    head = probe_head(x.shape[1], n_classes)
     opt = torch.optim.SGD(head.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     miles = sorted({max(1, round(m * epochs)) for m in MILESTONES})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, miles, gamma=0.1)
@@ -100,8 +116,10 @@ def linear_probe(cfg: Any, lists_dir: Path, weights: Path | None, out_dir: Path)
     backbone.to(device())
     t0 = time.time()
     sets = {}
-    for split in ("train", "test"):
-        records = usable_records(read_list(Path(lists_dir) / f"{split}.csv"), spec)
+    # The head trains on the whole training split (pretrain.csv: no model is selected on validation videos, so
+    # none are held out), as CoCLR's probe takes every train video; it is tested on the test split.
+    for split, file in (("train", "pretrain.csv"), ("test", "test.csv")):
+        records = usable_records(read_list(Path(lists_dir) / file), spec)
         feats, labels = backbone_features(backbone, records, spec, f.test_clips, workers=f.workers)
         name = "random init" if weights is None else str(weights)
         check_finite(feats, f"linear-probe {split} features of {name}", [r.video_id for r in records])
