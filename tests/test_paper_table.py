@@ -12,7 +12,8 @@ def _run(stage: str, params: dict, metrics: dict, start: int, status: str = "FIN
               data=NS(tags={"vidssl.stage": stage}, params=params, metrics=metrics))
 
 
-IIC = {"pretrain.method": "iic", "model.backbone": "r3d10", "data.dataset": "ucf101", "data.split": "1"}
+IIC = {"pretrain.method": "iic", "model.backbone": "r3d10", "data.dataset": "ucf101", "data.split": "1",
+       "clip.frames": "16", "clip.crop": "112", "pretrain.iic.intra_neg": "repeat", "pretrain.iic.view2": "res"}
 
 
 def test_protocol_labels() -> None:
@@ -62,3 +63,23 @@ def test_three_splits_give_a_mean_and_sd_row() -> None:
     assert abs(mean[0]["sd"]["finetune"] - 2.6457513) < 1e-6  # sample sd of 60, 64, 65
     assert "| 1-3 | plain | – | – | – | – | – | 63.0 ± 2.6 |" in markdown(rows)
     assert all(r["split"] != "1-3" for r in split_means(collect(runs[:2])))  # two splits: no mean row
+
+
+def test_a_published_number_sits_only_beside_the_split_and_clip_size_it_was_measured_on() -> None:
+    """IIC's 72.8 is UCF101 split 1 at 16 frames, 112 px: not beside split 2 or 3, nor the mean over the three,
+    nor a run on smaller clips."""
+    from vidssl.pipeline.paper_table import split_means, table_rows
+
+    runs = [_run("finetune", {**IIC, "data.split": str(s), "finetune.protocol": "iic"},
+                 {"pretrained.test_accuracy": acc}, s) for s, acc in ((1, 0.70), (2, 0.68), (3, 0.66))]
+    body, notes = table_rows(split_means(collect(runs)))
+    cell = {b[3]: b[-1] for b in body}
+    assert cell == {"1": "70.0 (72.8 [1])", "2": "68.0", "3": "66.0", "1-3": "68.0 ± 2.0"}
+    assert len(notes) == 1 and "split 1" in notes[0]
+    small = _run("finetune", {**IIC, "clip.frames": "8", "finetune.protocol": "iic"},
+                 {"pretrained.test_accuracy": 0.5}, 9)
+    body, notes = table_rows(collect([small]))
+    assert body[0][-1] == "50.0" and notes == []
+    shuffle = _run("finetune", {**IIC, "pretrain.iic.intra_neg": "shuffle", "finetune.protocol": "iic"},
+                   {"pretrained.test_accuracy": 0.5}, 10)  # IIC's 72.8 is its repeat + res row
+    assert table_rows(collect([shuffle]))[0][0][-1] == "50.0"

@@ -3,8 +3,9 @@
 Rows come from the finished MLflow runs of the retrieve and finetune stages, grouped by method, backbone,
 dataset, split and protocol; the newest run of each group counts. A setting run on all three official splits
 (``data.split`` 1, 2 and 3) gets a "1-3" row: mean ± sd over the splits. A published number is shown beside ours only
-when its entry in ``PUBLISHED`` names the same method, backbone, dataset and protocol (source named in the
-footnotes); otherwise the cell says nothing rather than compare unlike things.
+when its entry in ``PUBLISHED`` names the same method, backbone, dataset, split, protocol and clip size, and the
+run's weights were pretrained with the settings it names (source named in the footnotes); otherwise the cell says nothing rather than compare unlike things (a split-1 number is not
+put beside split 2 or a three-split mean, a 16-frame 112 px number not beside a CPU demo's small clips).
 
 It is also the one producer of the methods report's Markdown and HTML (reports/methods.md, .html): a view of the
 results `vidssl methods-report` stores in reports/methods.json (:func:`methods_view`), never a file kept by hand.
@@ -30,19 +31,31 @@ class Published:
     protocol: str  # a retrieval protocol label (see :func:`retrieval_protocol`) or a fine-tune protocol name
     values: dict[str, float]  # "top1".. or "finetune", in percent
     source: str
+    split: str = "1"  # the official split it was measured on ("1"-"3"), or "1-3" for a mean over the three
+    clip: str = "16x112"  # clip frames x crop side it was measured at (``clip.frames`` x ``clip.crop``)
+    pretrain: tuple[tuple[str, str], ...] = ()  # logged pretraining params the weights must have had
 
 
 # Only numbers whose protocol vidssl reproduces; pretraining data is the dataset itself (UCF101-pretrained).
+# All four were measured on UCF101 split 1 with 16-frame clips cropped to 112 px (IIC README: "retrieval
+# results on UCF101 split 1", its fine-tune command ``--split=1``, ``--cl 16`` and CenterCrop(112) in its
+# code; DualVar's scripts ``--which_split 1`` (the default of its classifier.py), ``--seq_len 16 --img_dim 112``).
+_IIC = (("pretrain.iic.intra_neg", "repeat"), ("pretrain.iic.view2", "res"))  # its "repeat + res" rows
+_DUALVAR = (("pretrain.dualvar.core", "simclr"),)
 PUBLISHED: tuple[Published, ...] = (
     Published("iic", "r3d10", "ucf101", "vcop/pool/merged",
               {"top1": 36.5, "top5": 54.1, "top10": 62.9, "top20": 72.4, "top50": 83.4},
-              "BestJuly/IIC README, R3D repeat + res, merged views"),
-    Published("iic", "r3d10", "ucf101", "iic", {"finetune": 72.8}, "BestJuly/IIC README, repeat + res row"),
+              "BestJuly/IIC README, R3D repeat + res, merged views, UCF101 split 1", split="1", pretrain=_IIC),
+    Published("iic", "r3d10", "ucf101", "iic", {"finetune": 72.8},
+              "BestJuly/IIC README, repeat + res row (fine-tuned on residual clips, --modality res), split 1",
+              split="1", pretrain=_IIC),
     Published("dualvar", "r21d10", "ucf101", "centred/gap",
               {"top1": 46.7, "top5": 63.1, "top10": 69.7, "top20": 78.0, "top50": 87.8},
-              "DualVar paper, UCF101 retrieval table (lzhangbj/DualVar asset/retrieval_acc.png)"),
+              "DualVar paper, UCF101 retrieval table (lzhangbj/DualVar asset/retrieval_acc.png), split 1",
+              split="1", pretrain=_DUALVAR),
     Published("dualvar", "r21d10", "ucf101", "dualvar", {"finetune": 79.0},
-              "DualVar paper Table 4/5, SimCLR core, UCF-pretrained (asset/finetune_acc.png)"),
+              "DualVar paper Table 4/5, SimCLR core, UCF101-pretrained (asset/finetune_acc.png), split 1",
+              split="1", pretrain=_DUALVAR),
 )
 
 
@@ -77,6 +90,8 @@ def collect(runs: Iterable[Any]) -> list[dict[str, Any]]:
             if key not in rows or run.info.start_time > rows[key]["start"]:
                 rows[key] = {"method": key[0] if weights == "pretrained" else "random init", "backbone": key[1],
                              "dataset": key[2], "split": key[3], "stage": stage, "protocol": protocol,
+                             "clip": f"{p.get('clip.frames', '?')}x{p.get('clip.crop', '?')}",
+                             "pretrain": {k: v for k, v in p.items() if k.startswith("pretrain.")},
                              "values": values, "start": run.info.start_time, "run_id": run.info.run_id,
                              "pretrained_method": key[0]}
     return sorted(rows.values(), key=lambda r: (r["dataset"], r["backbone"], r["stage"], r["protocol"],
@@ -106,11 +121,13 @@ def split_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def published_for(row: dict[str, Any]) -> Published | None:
+    """The published number measured as ``row`` was (method, backbone, dataset, split, protocol, clip), if any."""
     if row["method"] == "random init":
         return None
     for pub in PUBLISHED:
-        if (pub.method, pub.backbone, pub.dataset, pub.protocol) == (row["method"], row["backbone"], row["dataset"],
-                                                                     row["protocol"]):
+        if (pub.method, pub.backbone, pub.dataset, pub.split, pub.protocol, pub.clip) == (
+                row["method"], row["backbone"], row["dataset"], str(row["split"]), row["protocol"], row.get("clip")) \
+                and all(row.get("pretrain", {}).get(k) == v for k, v in pub.pretrain):
             return pub
     return None
 

@@ -122,9 +122,11 @@ def run_pretrain(cfg: Params, lists_dir: Path, out_dir: Path, state_dir: Path, m
 
 @locked_stage("finetune")
 def _identity(cfg: Params) -> dict[str, Any]:
-    """What `vidssl report` groups runs by, beside the stage's own params: method, dataset and split."""
-    return {"pretrain": {"method": cfg.pretrain.method}, "data": {"dataset": cfg.data.dataset,
-                                                                  "split": cfg.data.split}}
+    """What `vidssl report` groups runs by, beside the stage's own params: method, dataset and split; and the
+    settings the method pretrained with (e.g. IIC's intra-negative kind), so a published number is only put
+    beside weights pretrained the way it was."""
+    return {"pretrain": {**cfg.pretrain.used(), "method": cfg.pretrain.method},
+            "data": {"dataset": cfg.data.dataset, "split": cfg.data.split}}
 
 
 def run_finetune(cfg: Params, lists_dir: Path, init: Path | None, out_dir: Path, state_dir: Path,
