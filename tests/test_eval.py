@@ -273,3 +273,26 @@ def test_impossible_topk_is_refused_when_params_are_read(ks: list) -> None:
 
     with pytest.raises(ConfigError, match="retrieve.topk"):
         parse_params({"retrieve": {"topk": ks}})
+
+
+def test_the_gallery_is_the_whole_training_split_validation_videos_included(tiny_lists: Path,
+                                                                              tmp_path: Path) -> None:
+    """IIC ranks test videos against every train-split video (retrieve_clips.py builds its gallery from the
+    whole train list); the videos held out to select fine-tuned models (val.csv) stay in the gallery."""
+    from vidssl.config import parse_params
+    from vidssl.pipeline.stages import retrieval_scores
+
+    lines = (tiny_lists / "train.csv").read_text().splitlines()
+    (tiny_lists / "val.csv").write_text("\n".join([lines[0], lines[1]]) + "\n")
+    (tiny_lists / "train.csv").write_text("\n".join([lines[0], *lines[2:]]) + "\n")
+    cfg = parse_params({"seed": 1, "model": {"backbone": "tiny", "width": 4},
+                        "clip": {"frames": 8, "stride": 2, "resize": 40, "crop": 32},
+                        "pretrain": {"method": "simclr"},
+                        "retrieve": {"clips": 1, "workers": 0, "feature": "gap", "topk": [1]}})
+    extras: dict = {}
+    retrieval_scores(cfg, tiny_lists, None, tmp_path / "f", extras)
+    gallery = np.load(tmp_path / "f" / "train.npz")["video_ids"].tolist()
+    pretrain = [row.split(",")[0] for row in (tiny_lists / "pretrain.csv").read_text().splitlines()[1:]]
+    held_out = lines[1].split(",")[0]
+    assert gallery == pretrain and len(gallery) == 6 and held_out in gallery
+    assert extras["idx"].max() < 6 and extras["hits"].shape == (4, 6)  # every query ranks all six

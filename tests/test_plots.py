@@ -35,3 +35,20 @@ def test_retrieval_plots_from_a_real_ranking(tiny_lists: Path, tmp_path: Path) -
     paths = retrieval_plots(extras, ["Right", "Left"], tmp_path / "plots")
     assert [p.name for p in paths] == ["retrieval_topk.png", "tsne_test.png", "retrieval_examples.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_confusion_matrix_on_known_predictions(tmp_path: Path) -> None:
+    import pytest
+
+    from vidssl.evaluation.plots import confusion_matrix, plot_confusion
+
+    # Class 0: two right, one taken for class 1; class 1: both right; class 2: its one video taken for 0;
+    # class 3 has no test video (a zero row, not a division by zero).
+    true, pred = [0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 1, 0]
+    np.testing.assert_allclose(confusion_matrix(true, pred, 4),
+                               [[2 / 3, 1 / 3, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    assert np.trace(confusion_matrix(true, true, 4)) == 3  # perfect predictions: ones on the diagonal
+    with pytest.raises(ValueError, match="label 5 is outside the 4 classes"):
+        confusion_matrix([0, 5], [0, 1], 4)
+    path = plot_confusion(true, pred, ["a", "b", "c", "d"], tmp_path / "c.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

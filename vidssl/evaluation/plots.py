@@ -33,18 +33,33 @@ def plot_curves(history: Sequence[dict[str, float]], keys: Sequence[str], path: 
     return path
 
 
-def plot_confusion(true: Sequence[int], pred: Sequence[int], names: Sequence[str], path: Path) -> Path:
-    """Row-normalised confusion matrix."""
+def confusion_matrix(true: Sequence[int], pred: Sequence[int], n_classes: int) -> "np.ndarray":
+    """n×n confusion, normalised per row: entry [t, p] is the share of class t's test videos predicted p (a
+    class without test videos is a row of zeros).
+
+    Raises:
+        ValueError: on lists of different lengths or a label outside 0..n_classes-1 (named).
+    """
     import numpy as np
 
+    true, pred = np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    if true.shape != pred.shape:
+        raise ValueError(f"confusion matrix: {len(true)} true labels but {len(pred)} predictions")
+    bad = [int(x) for x in np.concatenate([true, pred]) if not 0 <= x < n_classes]
+    if bad:
+        raise ValueError(f"confusion matrix: label {bad[0]} is outside the {n_classes} classes of classes.csv")
+    cm = np.zeros((n_classes, n_classes))
+    np.add.at(cm, (true, pred), 1)
+    return cm / np.maximum(cm.sum(1, keepdims=True), 1)
+
+
+def plot_confusion(true: Sequence[int], pred: Sequence[int], names: Sequence[str], path: Path) -> Path:
+    """Row-normalised confusion matrix (:func:`confusion_matrix`)."""
     from vidssl.io import atomic_path
 
     plt = _pyplot()
     n = len(names)
-    cm = np.zeros((n, n))
-    for t, p in zip(true, pred):
-        cm[t, p] += 1
-    cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    cm = confusion_matrix(true, pred, n)
     fig, ax = plt.subplots(figsize=(1 + 0.45 * n, 1 + 0.4 * n))
     ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
     ax.set_xticks(range(n), names, rotation=90, fontsize=7)
