@@ -103,3 +103,39 @@ def test_diagnose_scores_a_linear_probe_as_the_probe_did(tiny_lists: Path, tmp_p
     r = diagnose(cfg, tiny_lists, tmp_path / "bb.pt", tmp_path / "probe" / "classifier.pt")
     assert r["finetune_accuracy"]["original"] == probe["test_accuracy"]
     assert set(r["finetune_accuracy"]) == set(VARIANTS)
+
+
+class _Shapes(torch.nn.Module):
+    """A classifier stand-in that records each batch's (clips, frames) and answers class 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((x.shape[0], x.shape[2]))
+        return torch.tensor([[1.0, 0.0]]).expand(len(x), 2) + self.w
+
+
+def test_diagnose_tests_the_classifier_on_its_protocols_views(tiny_lists: Path) -> None:
+    """The edited clips are the finetune stage's test views: mlfo's half-overlapping windows in ten crops, be's
+    64-frame windows (one per 24-frame video), each edit drawn for that clip length."""
+    from vidssl.data.clips import read_list
+    from vidssl.engine.protocols import get_protocol
+    from vidssl.engine.train import clip_spec, evaluate_videos
+    from vidssl.evaluation.diagnose import _classify
+
+    cfg = parse_params({"seed": 1, "model": {"backbone": "tiny", "width": 4},
+                        "clip": {"frames": 8, "stride": 2, "resize": 40, "crop": 32},
+                        "finetune": {"batch_size": 4, "workers": 0, "test_clips": 2}})
+    test = read_list(tiny_lists / "test.csv")
+    model = _Shapes()
+    r = _classify(model, test, clip_spec(cfg), cfg, "reversed", get_protocol("mlfo"), evaluate_videos)
+    assert model.seen == [(20, 8)] * 4 and r["accuracy"] == 0.5  # windows at 0 and 7, x 10 crops; class 0 twice
+    model.seen.clear()
+    _classify(model, test, clip_spec(cfg), cfg, "shuffled", get_protocol("be"), evaluate_videos)
+    assert model.seen == [(1, 64)] * 4
+    model.seen.clear()
+    _classify(model, test, clip_spec(cfg), cfg, "frozen", None, evaluate_videos)  # a linear probe: test_clips
+    assert model.seen == [(4, 8)] * 2  # two videos of two clips per batch

@@ -74,7 +74,7 @@ def diagnose(cfg: Any, lists_dir: Path, weights: Path | None, classifier: Path |
     Raises:
         NonFiniteFeatures / ValueError: on non-finite features or classifier output.
     """
-    from vidssl.data.clips import MultiClipDataset, read_list, usable_records
+    from vidssl.data.clips import read_list, usable_records
     from vidssl.engine.checkpoint import load_state_dict
     from vidssl.engine.protocols import get_protocol
     from vidssl.engine.train import (
@@ -96,7 +96,7 @@ def diagnose(cfg: Any, lists_dir: Path, weights: Path | None, classifier: Path |
     g_feat, g_lab = video_features(method, gallery, spec, **kw)
     if r.center or r.protocol == "centred":
         g_feat = g_feat - g_feat.mean(0, keepdims=True)
-    model, average = None, "logits"
+    model, proto = None, None
     if classifier is not None:
         state = load_state_dict(classifier)
         if cfg.finetune.protocol == "linear":  # the probe's head on the frozen pretrained backbone
@@ -106,12 +106,11 @@ def diagnose(cfg: Any, lists_dir: Path, weights: Path | None, classifier: Path |
             if weights is not None:
                 load_backbone(frozen, weights)
             model = probe_classifier(frozen, state["head"], n_classes_of(lists_dir))
-        else:
+        else:  # tested as the finetune stage tests it: the protocol's clip, test views and averaging
             proto = get_protocol(cfg.finetune.protocol)
             model = Classifier(build_model_backbone(cfg), n_classes_of(lists_dir), dropout=proto.dropout,
                                normalise=proto.normalise, residual=proto.residual)
             model.load_state_dict(state["model"])
-            average = proto.average
         model.to(device())
     factors = load_factors(synth_json) if synth_json is not None and Path(synth_json).is_file() else None
     out: dict[str, Any] = {"retrieval_top1": {}, "finetune_accuracy": {}, "background": {}}
@@ -124,7 +123,7 @@ def diagnose(cfg: Any, lists_dir: Path, weights: Path | None, classifier: Path |
         out["retrieval_top1"][variant] = float(hits[:, 0].mean())
         preds = {"retrieval": g_lab[idx[:, 0]]}
         if model is not None:
-            res = _classify(model, test, spec, cfg, tf, evaluate_videos, MultiClipDataset, average)
+            res = _classify(model, test, spec, cfg, variant, proto, evaluate_videos)
             out["finetune_accuracy"][variant] = res["accuracy"]
             preds["finetune"] = np.asarray(res["pred"])
         if variant == "original" and factors is not None:
@@ -134,14 +133,27 @@ def diagnose(cfg: Any, lists_dir: Path, weights: Path | None, classifier: Path |
     return out
 
 
-def _classify(model: Any, test: list, spec: Any, cfg: Any, tf: Any, evaluate_videos: Any, dataset: Any,
-              average: str) -> dict:
-    """The fine-tuned classifier on the test clips, ``tf`` applied to every clip before the model; each video's
-    clip ``average`` ("logits" or "softmax", as its protocol scores)."""
+def _classify(model: Any, test: list, spec: Any, cfg: Any, variant: str, proto: Any, evaluate_videos: Any) -> dict:
+    """The fine-tuned classifier on the test videos with ``variant``'s edit applied to every clip before the model.
+
+    ``proto`` (a fine-tune protocol) gives the views and scoring of the finetune stage's test: its clip geometry,
+    test clips or dense windows, logit or softmax averaging, so the unedited row is the stage's accuracy. None (a
+    linear probe): ``finetune.test_clips`` clips at ``spec``, logits averaged, as the probe scores.
+    """
+    from vidssl.data.clips import MultiClipDataset
+    from vidssl.engine.protocols import test_dataset
+
+    f = cfg.finetune
+    if proto is None:
+        ds, average = MultiClipDataset(test, spec, f.test_clips), "logits"
+        per_batch = max(1, f.batch_size // f.test_clips)
+    else:
+        spec = proto.clip_spec(spec)
+        ds, average = test_dataset(proto, test, spec, f.test_clips), proto.average
+        per_batch = 1 if proto.test == "dense" else max(1, f.batch_size // f.test_clips)
+    tf = clip_transform(variant, spec.frames, cfg.seed)
     wrapped = _Transformed(model, tf) if tf is not None else model
-    ds = dataset(test, spec, cfg.finetune.test_clips)
-    return evaluate_videos(wrapped, ds, batch_size=max(1, cfg.finetune.batch_size // cfg.finetune.test_clips),
-                           workers=cfg.finetune.workers, average=average)
+    return evaluate_videos(wrapped, ds, batch_size=per_batch, workers=f.workers, average=average)
 
 
 class _Transformed(torch.nn.Module):
