@@ -93,3 +93,29 @@ def test_each_evaluate_registers_and_champion_moves_only_on_a_better_metric(
     out = CliRunner().invoke(app, ["models", "--store", uri]).output
     lines = [line for line in out.splitlines() if line.startswith(name)]
     assert len(lines) == 3 and "candidate,champion" in lines[2] and "0.55" in lines[2]
+
+
+def test_champion_moves_only_when_it_is_beaten_on_the_metric_chosen_now(tmp_path: Path) -> None:
+    """A rerun that scores the same keeps the champion; after `registry.metric` changes, a new version must still
+    beat the champion's own value of the new metric (every version carries every summary metric)."""
+    import mlflow
+
+    from vidssl.pipeline.registry import register_backbone
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    exp = client.create_experiment("registry", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(exp).info.run_id
+    (tmp_path / "backbone.pt").write_bytes(b"weights")
+    client.log_artifact(run, str(tmp_path / "backbone.pt"))
+    top1, top5 = "retrieval.pretrained.top1", "retrieval.pretrained.top5"
+
+    def register(a: float, b: float, metric: str = top1) -> bool:
+        return register_backbone(client, "m", run, "backbone.pt", {top1: a, top5: b}, metric, True, {})["champion"]
+
+    assert register(1 / 3, 0.9)  # v1: the first version is the champion
+    assert not register(1 / 3, 0.5)  # v2 scores the same top1 (stored as 0.333333): no move
+    assert not register(0.1, 0.8, top5)  # v3, judged by top5 now, is below v1's 0.9
+    assert register(0.1, 0.95, top5)  # v4 beats it
+    assert str(client.get_model_version_by_alias("m", "champion").version) == "4"
+    assert str(client.get_model_version_by_alias("m", "candidate").version) == "4"

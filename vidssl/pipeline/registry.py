@@ -41,6 +41,11 @@ def metric_value(summary: dict[str, Any], key: str) -> float:
     return float(node)
 
 
+def _stored(value: float) -> str:
+    """A metric as a version tag holds it (6 significant digits)."""
+    return f"{value:.6g}"
+
+
 def beats(new: float, old: float | None, higher_is_better: bool) -> bool:
     """Whether ``new`` strictly improves on ``old`` (any finite value beats no champion; NaN never wins)."""
     if not math.isfinite(new):
@@ -87,15 +92,17 @@ def register_backbone(client: Any, name: str, source_run: str, artifact: str, me
     """
     _ensure_model(client, name)
     value = metrics[metric]
-    version_tags = {**tags, METRIC_TAG: metric, **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()}}
+    version_tags = {**tags, METRIC_TAG: metric, **{f"metric.{k}": _stored(v) for k, v in metrics.items()}}
     mv = client.create_model_version(name, source=f"runs:/{source_run}/{artifact}", run_id=source_run,
                                      tags=version_tags)
     client.set_registered_model_alias(name, CANDIDATE, mv.version)
     current = champion(client, name)
-    old = None
-    if current is not None and current.tags.get(METRIC_TAG) == metric:
-        old = float(current.tags.get(f"metric.{metric}", "nan"))
-    promote = current is None or current.tags.get(METRIC_TAG) != metric or beats(value, old, higher_is_better)
+    # The champion's value of the metric chosen now, even when it was registered under another registry.metric
+    # (every version carries every summary metric). Both sides at the stored precision: a rerun that scores the
+    # same (1/3 is 0.333333 once stored) does not take the alias.
+    old_text = None if current is None else current.tags.get(f"metric.{metric}")
+    old = float(old_text) if old_text else None
+    promote = current is None or beats(float(_stored(value)), old, higher_is_better)
     if promote:
         client.set_registered_model_alias(name, CHAMPION, mv.version)
     log.info("registry: %s version %s (%s = %.4g)%s", name, mv.version, metric, value,
