@@ -40,8 +40,10 @@ def test_serve_registers_scheduled_deployments_and_stops_its_tree(tmp_path: Path
         port = s.getsockname()[1]
     home = tmp_path / "prefect-home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    # The server's scheduler off: its nightly cron would otherwise become scheduled runs that `vidssl serve`
+    # starts when their time comes, a whole pipeline in this checkout should the test span 03:30 UTC.
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
-               PYTHONPATH=str(ROOT))
+               PYTHONPATH=str(ROOT), PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false")
     serve = subprocess.Popen([sys.executable, "-m", "vidssl.cli", "serve", "--port", str(port), "--cron",
                               "30 3 * * *"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, start_new_session=True)
@@ -66,6 +68,8 @@ def test_serve_registers_scheduled_deployments_and_stops_its_tree(tmp_path: Path
         probe = subprocess.run([sys.executable, "-c", "import os, flows.pipeline; print(os.environ['PREFECT_API_URL'])"],
                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert probe.stdout.strip() == api, probe.stderr[-2000:]
+        runs = _get(f"{api}/flow_runs/filter")
+        assert [r for r in runs if r["deployment_id"] == nightly["id"]] == []  # nothing scheduled from the cron
     finally:
         serve.send_signal(signal.SIGTERM)
         try:

@@ -243,6 +243,10 @@ UI_PARAMS = {"synth": {"n_classes": 8, "videos_per_class": 4, "size": 32, "frame
 GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
           "GIT_COMMITTER_EMAIL": "t@example.org"}
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+# The server's scheduler turns the nightly cron into scheduled flow runs, and `vidssl serve` runs one whose time
+# comes: a test that spans the cron's minute would start a whole pipeline beside the one it checks. Off, the
+# schedule is still registered, active and shown; nothing is scheduled from it.
+NO_SCHEDULER = {"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}
 
 
 def _api(url: str, body: dict | None = None) -> object:
@@ -290,7 +294,8 @@ def test_prefect_ui_shows_the_deployments_and_a_flow_run_in_a_real_browser(tmp_p
     work = _tiny_checkout(tmp_path / "workspace", env)
     home = tmp_path / "prefect-home"
     env.update(PYTHONPATH=str(work), PREFECT_HOME=str(home),
-               PREFECT_RUNNER_POLL_FREQUENCY="1")  # the served runner picks the run up in 1 s, not 10
+               PREFECT_RUNNER_POLL_FREQUENCY="1",  # the served runner picks the run up in 1 s, not 10
+               **NO_SCHEDULER)
     port = _free_port()
     api, base = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{port}/v2"  # V2: where a new browser lands
     log = open(tmp_path / "serve.log", "w")
@@ -369,6 +374,9 @@ def test_prefect_ui_shows_the_deployments_and_a_flow_run_in_a_real_browser(tmp_p
             page.get_by_text("pipeline summary:").wait_for()
             page.screenshot(path=str(shots / "prefect-flow-run-logs.png"))
             browser.close()
+        nightly_runs = _api(f"{api}/flow_runs/filter", {"flow_runs": {"deployment_id": {
+            "any_": [deployments["nightly"]["id"]]}}})
+        assert nightly_runs == [], [(r["name"], r["state"]["type"]) for r in nightly_runs]  # its cron never fired
     finally:
         code = stop_group(serve, 90.0) if serve.poll() is None else serve.returncode
         log.close()
