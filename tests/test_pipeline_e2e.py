@@ -63,9 +63,19 @@ def test_mlflow_has_one_parent_with_nested_stage_runs(repo: Path) -> None:
     parents = [r for r in runs if r.data.tags.get("vidssl.role") == "pipeline"]
     assert len(parents) == 1
     stages = {r.data.tags["vidssl.stage"]: r for r in runs if "vidssl.stage" in r.data.tags}
-    assert {"pretrain", "finetune", "retrieve"} <= set(stages)
+    assert set(stages) == {"synth", "extract", "lists", "validate", "pretrain", "finetune", "retrieve", "evaluate"}
     for run in stages.values():
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.info.end_time <= parents[0].info.end_time  # the parent ends after its children
+    reports = {stage: {a.path for a in client.list_artifacts(stages[stage].info.run_id, "reports")}
+               for stage in ("synth", "extract", "lists", "validate")}
+    assert reports == {"synth": {"reports/synth.json"}, "extract": {"reports/extract.json"},
+                       "lists": {"reports/lists.json"},
+                       "validate": {"reports/validation.json", "reports/validation.md"}}
+    assert stages["lists"].data.metrics["videos.test"] > 0 and stages["extract"].data.metrics["videos.extracted"] == 32
+    assert {a.path for a in client.list_artifacts(stages["finetune"].info.run_id, "weights/pretrained")} == {
+        "weights/pretrained/classifier.pt"}  # the fine-tuned model
+    assert "results.md" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     pre = stages["pretrain"]
     assert len(client.get_metric_history(pre.info.run_id, "loss")) == 2  # one point per epoch
     assert pre.data.params["pretrain.method"] == "iic"

@@ -119,6 +119,27 @@ def test_stages_nest_under_one_parent_run(store: str, tmp_path: Path) -> None:
         assert parent.info.end_time >= child.info.end_time  # the parent ends after its children
 
 
+def test_extract_and_validate_runs_carry_their_reports_even_when_the_gate_fails(store: str, tmp_path: Path) -> None:
+    import mlflow
+
+    from vidssl.pipeline.tracking import record_stage
+
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "extract.json").write_text('{"counts": {"extracted": 3, "quarantined": 1}}')
+    (tmp_path / "reports" / "validation.json").write_text('{"success": false}')
+    record_stage("extract", {"extract.short_side": 128}, [Path("reports/extract.json")],
+                 {"videos.extracted": 3, "videos.quarantined": 1})
+    record_stage("validate", {"clip.frames": 16}, [Path("reports/validation.json")], failed=True)
+    client = mlflow.MlflowClient(store)
+    runs = {r.data.tags["vidssl.stage"]: r for r in _runs(store, os.environ["VIDSSL_PIPELINE_ID"])
+            if "vidssl.stage" in r.data.tags}
+    assert runs["extract"].info.status == "FINISHED" and runs["validate"].info.status == "FAILED"
+    assert runs["extract"].data.metrics == {"videos.extracted": 3, "videos.quarantined": 1}
+    assert runs["validate"].data.params == {"clip.frames": "16"}
+    for stage, report in (("extract", "extract.json"), ("validate", "validation.json")):
+        assert [a.path for a in client.list_artifacts(runs[stage].info.run_id, "reports")] == [f"reports/{report}"]
+
+
 def test_a_failing_stage_marks_its_run_failed(store: str, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         with stage_run("pretrain", {}, root=tmp_path):

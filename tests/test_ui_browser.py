@@ -181,14 +181,17 @@ def test_mlflow_ui_shows_the_pipeline_in_a_real_browser(pipeline_store: Path, tm
     """Parent run by name, a nested stage run, a metric chart and a plot artifact, each with a screenshot."""
     import mlflow
 
-    sync_playwright = _browser_or_skip()
-    shots = Path(os.environ.get("VIDSSL_SCREENSHOTS", tmp_path / "screenshots"))
-    shots.mkdir(parents=True, exist_ok=True)
     client = mlflow.MlflowClient(f"sqlite:///{pipeline_store / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("vidssl")
     runs = client.search_runs([exp.experiment_id])
     parent = next(r for r in runs if r.data.tags.get("vidssl.role") == "pipeline")
     pretrain = next(r for r in runs if r.data.tags.get("vidssl.stage") == "pretrain")
+    finetune = next(r for r in runs if r.data.tags.get("vidssl.stage") == "finetune")
+    weights = [a.path for a in client.list_artifacts(finetune.info.run_id, "weights/pretrained")]
+    assert weights == ["weights/pretrained/classifier.pt"]  # the fine-tuned model is kept with its run
+    sync_playwright = _browser_or_skip()
+    shots = Path(os.environ.get("VIDSSL_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     ui = _start(["ui"], pipeline_store, port)
     base = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}"
