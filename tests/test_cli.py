@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +30,18 @@ def test_every_stage_is_a_command() -> None:
     for command in ("synth", "extract", "lists", "validate", "pretrain", "finetune", "retrieve", "evaluate",
                     "pipeline", "ui", "backbones", "methods", "methods-report"):
         assert command in out
+
+
+@pytest.mark.parametrize("command,state", [
+    ("serve", ["PREFECT_HOME", "./.prefect"]),
+    ("ui", ["mlruns/mlflow.db", "mlruns/artifacts/"]),
+    ("server", ["mlruns/mlflow.db", "postgresql://", "mlruns/server-artifacts"]),
+])
+def test_server_commands_help_names_host_port_and_where_state_lives(command: str, state: list[str]) -> None:
+    out = subprocess.run([sys.executable, "-m", "vidssl.cli", command, "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "COLUMNS": "200"}).stdout
+    for text in ("--host", "--port", "[default: 127.0.0.1]", *state):
+        assert text in out, (command, text)
 
 
 def test_registries_are_listed() -> None:

@@ -184,6 +184,7 @@ def test_dvc_lock_contention_is_busy_not_retried(flows, template, tmp_path, monk
         release.touch()
         assert other.wait(timeout=60) == 0
     assert busy_while_running
+    assert state.name == "WorkspaceBusy"  # a named state with a message, not a crash
     exc = state.result(raise_on_failure=False)
     assert isinstance(exc, flows.pipeline.PipelineBusyError), exc
     assert "another pipeline is running in this workspace" in str(exc) and "is busy" in str(exc)
@@ -251,6 +252,57 @@ def test_colliding_runs_queue_or_refuse_by_flag(flows, template, tmp_path):
         again = flows.pipeline.pipeline(repo=str(repo), wait_s=0, force=True, stages=["a"], return_state=True)
         assert again.is_completed(), again
         assert client.read_global_concurrency_limit_by_name(name).active_slots == 0
+
+
+def test_deployed_runs_wait_in_line_for_the_workspace(flows, monkeypatch):
+    """The deployments' flow (nightly, on-demand) waits without a time limit for a workspace another run holds,
+    where `vidssl pipeline` refuses unless given --wait (test_colliding_runs_queue_or_refuse_by_flag)."""
+    calls = []
+    monkeypatch.setattr(flows.pipeline, "run_pipeline", lambda *args: calls.append(args))
+    flows.pipeline.workspace_pipeline.fn(gpu_deployment="vidssl-gpu-stages/gpu")
+    (root, _stages, _force, _pipeline_id, wait_s, gpu), = calls
+    assert (root, wait_s, gpu) == (flows.pipeline.WORKSPACE, None, "vidssl-gpu-stages/gpu")
+
+
+@pytest.mark.slow
+def test_one_training_stage_per_gpu_the_second_waits_in_line(flows, tmp_path, monkeypatch):
+    """Two runs (of any workspaces) training on the same GPU of this host: the second starts when the first ends."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    monkeypatch.setenv("VIDSSL_GPU_LOCK_DIR", str(tmp_path))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
+    name = flows.pipeline.gpu_limit()
+    assert name.startswith("vidssl-gpu-") and name.endswith("-1")  # the first visible device
+    spans: dict[str, list[float]] = {}
+    inside, release = threading.Event(), threading.Event()
+
+    @flow(name="gpu-stage")
+    def train(who: str) -> None:
+        with flows.pipeline.gpu_guard():
+            spans[who] = [time.monotonic()]
+            if who == "first":
+                inside.set()
+                release.wait(120)
+            spans[who].append(time.monotonic())
+
+    first = threading.Thread(target=train, args=("first",))
+    first.start()
+    try:
+        assert inside.wait(120)
+        second = threading.Thread(target=train, args=("second",))
+        second.start()
+        time.sleep(4)
+        assert "second" not in spans and second.is_alive()  # waiting for the GPU, not training, not failed
+        with get_client(sync_client=True) as client:
+            assert client.read_global_concurrency_limit_by_name(name).active_slots == 1  # shown as busy
+    finally:
+        release.set()
+        first.join(120)
+    second.join(120)
+    assert spans["second"][0] >= spans["first"][1]
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(name).active_slots == 0  # given back
 
 
 def test_deploy_dry_run_binds_the_deployments_to_this_checkout(flows, capsys):
