@@ -288,3 +288,24 @@ def test_a_class_without_train_videos_fails_and_counts_are_reported(tmp_path: Pa
     assert report["class_counts"]["train.csv"] == {"walk": 2}
     assert report["class_counts"]["test.csv"] == {"run": 1, "walk": 2}
     assert "train.csv: has no video of label(s) 1" in (tmp_path / "validation.md").read_text()
+
+
+def test_a_class_with_no_video_anywhere_is_counted_not_failed(tmp_path: Path, packs: dict) -> None:
+    """A partial download: classes.csv (from the split files) names a class no list holds; the gate passes and
+    says so. A class the test list holds but train does not still fails (fine-tuning never sees it)."""
+    three = "label,class_name\n0,walk\n1,run\n2,swim\n"
+    lists = write_lists(tmp_path, base_rows(packs))
+    (lists / "classes.csv").write_text(three)
+    report = validate_lists(lists, min_frames=MIN_FRAMES, report_dir=tmp_path)
+    assert report["success"] is True and report["n_classes"] == 3
+    assert report["classes_without_videos"] == {"count": 1, "first": ["swim"]}
+    assert "Classes without a video in any list (1; not checked" in (tmp_path / "validation.md").read_text()
+    rows = base_rows(packs)
+    rows["test"][0].update(label="2", class_name="swim")
+    (tmp_path / "b").mkdir()
+    lists = write_lists(tmp_path / "b", rows)
+    (lists / "classes.csv").write_text(three)
+    report = validate_lists(lists, min_frames=MIN_FRAMES, report_dir=tmp_path / "b")
+    assert report["success"] is False and report["classes_without_videos"]["count"] == 0
+    [entry] = [e for e in report["lists"]["train.csv"]["expectations"] if e["check"] == "every_class_present"]
+    assert entry["success"] is False and entry["description"] == "has no video of label(s) 2"

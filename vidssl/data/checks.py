@@ -237,9 +237,10 @@ def _source_checks(gxe: Any, limits: ChecksParams) -> list[_Check]:
 
 def _list_checks(gxe: Any, df: pd.DataFrame, name: str, min_frames: int,
                  n_classes: int | None, short_videos: str | None = None,
-                 limits: ChecksParams | None = None) -> list[_Check]:
+                 limits: ChecksParams | None = None, evaluated: set[int] | None = None) -> list[_Check]:
     """The suite for one list. With a ``short_videos`` policy, a video shorter than ``min_frames`` is not an
-    error (it is looped or dropped, and counted apart); every video still needs one frame."""
+    error (it is looped or dropped, and counted apart); every video still needs one frame. ``evaluated``: the
+    labels the train list must hold (those fine-tuning is tested on); None: every label of classes.csv."""
     bound, fix_short = (min_frames, FIX_SHORT) if short_videos is None else (1, FIX_PACKS)
     what = "min clip span" if short_videos is None else "an empty video"
     leak = ("also in a training list (test videos must be unseen)" if name == "test"
@@ -271,12 +272,13 @@ def _list_checks(gxe: Any, df: pd.DataFrame, name: str, min_frames: int,
         _Check("no_leak", "video_id", leak, FIX_LEAK, gxe.ExpectColumnValuesToBeNull(column="also_in"),
                "leak_note"),
     ] + _source_checks(gxe, limits or ChecksParams())
-    if n_classes is not None and name == "train" and "label" in df:  # fine-tuning must see every class
-        absent = sorted(set(range(n_classes)) - {int(x) for x in df["label_num"].dropna() if float(x).is_integer()})
+    if n_classes is not None and name == "train" and "label" in df:  # fine-tuning must see each class it is tested on
+        required = set(range(n_classes)) if evaluated is None else evaluated & set(range(n_classes))
+        absent = sorted(required - {int(x) for x in df["label_num"].dropna() if float(x).is_integer()})
         shown = ", ".join(map(str, absent[:20])) + (f", ... ({len(absent)} in all)" if len(absent) > 20 else "")
         checks.append(_Check("every_class_present", "label", f"has no video of label(s) {shown}", FIX_CLASSES,
                              gxe.ExpectColumnDistinctValuesToContainSet(
-                                 column="label_num", value_set=[float(i) for i in range(n_classes)])))
+                                 column="label_num", value_set=[float(i) for i in sorted(required)])))
     if n_classes is not None:  # unknown without a readable classes.csv, which then fails on its own
         text = f"with label outside [0, {n_classes}) ({n_classes} classes)"
         checks.append(_Check("label_range", "label", text, FIX_LISTS, gxe.ExpectColumnValuesToBeBetween(
@@ -379,6 +381,13 @@ def _drop_entry(name: str, counts: dict[str, Any]) -> dict[str, Any]:
             "fix": FIX_DROP, "n_offending": 0, "offending": []}
 
 
+def _labels(df: pd.DataFrame | None) -> set[int]:
+    """The integer labels a list holds (none for a missing list or column)."""
+    if df is None or "label" not in df:
+        return set()
+    return {int(x) for x in _numeric(df["label"]).dropna() if float(x).is_integer()}
+
+
 def _facts_counts(df: pd.DataFrame | None) -> dict[str, Any]:
     """How many readable packs of a list record no source facts (so their fps, duration and size go unchecked)."""
     if df is None or "has_facts" not in df:
@@ -424,10 +433,16 @@ def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path, short_
     n_classes = None if classes is None else len(classes_df)
     frames = {name: _read_csv(lists_dir / f"{name}.csv") for name in LISTS}
     others, cache, short, per_class, bare = _others(frames), {}, {}, {}, {}
+    # A class no list holds a video of is absent from the dataset (a partial download; lists.json names the
+    # missing videos): counted, not failed. The train list must hold every class the test and val lists hold.
+    evaluated = None if frames["test"] is None else _labels(frames["test"]) | _labels(frames["val"])
+    listed = set().union(*(_labels(df) for df in frames.values()))
+    without = [classes[i] for i in sorted(set(classes or {}) - listed)]
     for name, df in frames.items():
         df = None if df is None else _derive(df, classes, others.get(name, []), cache, root, limits)
         section = _section(ctx, gx, lists_dir / f"{name}.csv", df,
-                           lambda d, n=name: _list_checks(gxe, d, n, min_frames, n_classes, short_videos, limits))
+                           lambda d, n=name: _list_checks(gxe, d, n, min_frames, n_classes, short_videos, limits,
+                                                          evaluated))
         short[f"{name}.csv"] = counts = _short_counts(df, min_frames)
         bare[f"{name}.csv"] = _facts_counts(df)
         if df is not None and "class_name" in df:
@@ -440,7 +455,8 @@ def validate_lists(lists_dir: Path, *, min_frames: int, report_dir: Path, short_
               "min_frames": min_frames, "n_classes": n_classes, "great_expectations": gx.__version__,
               "short_videos": {"policy": short_videos or "fail", "span": min_frames, "lists": short},
               "source_limits": limits.model_dump(), "without_source_facts": {"note": NO_FACTS, "lists": bare},
-              "data_root": None if root is None else str(root), "class_counts": per_class, "lists": sections}
+              "data_root": None if root is None else str(root), "class_counts": per_class,
+              "classes_without_videos": {"count": len(without), "first": without[:20]}, "lists": sections}
     write_json(report_dir / "validation.json", report)
     write_text(report_dir / "validation.md", render_markdown(report))
     return report

@@ -59,6 +59,11 @@ def render_markdown(report: dict) -> str:
         if n:
             counts = ", ".join(f"{f} {c}" for f, c in n.items())
             out += ["", f"Videos without recorded source facts ({counts}): {bare['note']}."]
+    absent = report.get("classes_without_videos")
+    if absent and absent["count"]:
+        names = ", ".join(absent["first"]) + (", ..." if absent["count"] > len(absent["first"]) else "")
+        out += ["", f"Classes without a video in any list ({absent['count']}; not checked, lists.json names "
+                f"the missing videos): {names}."]
     lines, fixes = problems(report)
     if lines:
         out += ["", "## Problems", ""] + [f"- {line}" for line in lines]
