@@ -288,18 +288,18 @@ def real_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_ucf101_adapter_on_real_clips_reports_the_missing(real_store: Path, tmp_path: Path) -> None:
     from vidssl.data.lists import MissingVideosError
 
-    with pytest.raises(MissingVideosError, match=r"13318 of 13320 videos .*lists.max_missing=0.05"):
+    with pytest.raises(MissingVideosError, match=r"13316 of 13320 videos .*lists.max_missing=0.05"):
         write_lists(real_store / "ucf101", UCF_SPLITS, tmp_path / "strict", fmt="ucf101", max_missing=0.05)
     report = json.loads((tmp_path / "strict" / "lists.json").read_text())
-    assert report["missing"]["count"] == len(report["missing"]["videos"]) == 13318
+    assert report["missing"]["count"] == len(report["missing"]["videos"]) == 13316
     assert report["missing"]["videos"][0]["listed_at"].endswith("trainlist01.txt:1")
     assert not (tmp_path / "strict" / "train.csv").exists()
     summary = write_lists(real_store / "ucf101", UCF_SPLITS, tmp_path / "lists", fmt="ucf101", max_missing=1.0)
-    assert summary["counts"] == {"pretrain": 1, "train": 1, "val": 0, "test": 1}
-    [train] = _read_csv(tmp_path / "lists" / "train.csv")
+    assert summary["counts"] == {"pretrain": 2, "train": 2, "val": 0, "test": 2}
+    train = _read_csv(tmp_path / "lists" / "train.csv")[0]  # rows sorted by label: ApplyLipstick, BaseballPitch
     assert train["video_id"] == "ApplyLipstick/v_ApplyLipstick_g21_c01" and train["label"] == "1"
     assert int(train["n_frames"]) == 85  # the manifest's frame count
-    [test] = _read_csv(tmp_path / "lists" / "test.csv")  # from the .webm; testlist01.txt names the .avi
+    test = _read_csv(tmp_path / "lists" / "test.csv")[0]  # from the .webm; testlist01.txt names the .avi
     assert (test["video_id"], test["label"], int(test["n_frames"])) == ("Archery/v_Archery_g07_c01", "2", 91)
 
 
@@ -314,10 +314,10 @@ def test_shipped_params_skip_absent_videos_and_zero_asks_for_a_complete_dataset(
     monkeypatch.chdir(tmp_path)  # outside any DVC workspace: the stage runner locks nothing
     cfg = with_overrides(shipped, {"data": {"dataset": "ucf101"}}, "ucf101")
     summary = run_lists(cfg, real_store / "ucf101", UCF_SPLITS, tmp_path / "lists")
-    assert summary["missing"]["count"] == 13318 and summary["counts"] == {"pretrain": 1, "train": 1, "val": 0,
-                                                                          "test": 1}
+    assert summary["missing"]["count"] == 13316 and summary["counts"] == {"pretrain": 2, "train": 2, "val": 0,
+                                                                          "test": 2}
     complete = with_overrides(cfg, {"lists": {"max_missing": 0.0}}, "complete")
-    with pytest.raises(MissingVideosError, match=r"13318 of 13320 videos .*lists.max_missing=0.0"):
+    with pytest.raises(MissingVideosError, match=r"13316 of 13320 videos .*lists.max_missing=0.0"):
         run_lists(complete, real_store / "ucf101", UCF_SPLITS, tmp_path / "complete")
 
 
@@ -325,7 +325,7 @@ def test_shipped_params_skip_absent_videos_and_zero_asks_for_a_complete_dataset(
 def test_hmdb51_adapter_on_real_clips(real_store: Path, tmp_path: Path) -> None:
     summary = write_lists(real_store / "hmdb51", HMDB_SPLITS, tmp_path / "lists", fmt="hmdb51", max_missing=1.0)
     rows = _read_csv(tmp_path / "lists" / "pretrain.csv")
-    assert summary["counts"]["pretrain"] == 2 and summary["counts"]["test"] == 1  # as the manifest says
+    assert summary["counts"]["pretrain"] == 3 and summary["counts"]["test"] == 1  # as the manifest says
     ids = {r["video_id"] for r in rows}
     assert "golf/Golf_Tips_-_Hit_The_Driver_300+_Yards!!!_golf_f_nm_np1_fr_med_0" in ids
     classes, _ = read_hmdb51_split(HMDB_SPLITS, 1)
@@ -370,9 +370,9 @@ def test_kinetics400_without_annotations_uses_class_folders(real_store: Path, tm
     assert again["counts"] == summary["counts"] == {"pretrain": 1, "train": 1, "val": 0, "test": 1}
 
 
-# from the full sample set (FULL): 29.97 fps UCF101 videos and an HMDB51 name with '(' and ')', which only it has,
-# and an HMDB51 test video; manifest path -> (split 1 subset, frames in the manifest)
-FULL_CLIPS = {
+# 29.97 fps UCF101 videos, an HMDB51 name with '(' and ')' and an HMDB51 test video (tests/data/real/manifest.csv);
+# manifest path -> (split 1 subset, frames in the manifest)
+REAL_CLIPS = {
     "ucf101/videos/BaseballPitch/v_BaseballPitch_g24_c02.avi": ("train", 119),
     "ucf101/videos/VolleyballSpiking/v_VolleyballSpiking_g01_c01.avi": ("test", 93),
     "hmdb51/videos/climb/(HQ)_Rock_Climbing_-_Free_Solo_Speed_Climb_-_Dan_Osman_climb_f_cm_np1_le_med_2.avi":
@@ -381,18 +381,16 @@ FULL_CLIPS = {
 }
 
 
-def test_full_sample_set_29_97_fps_and_parenthesised_names(tmp_path: Path) -> None:
+def test_real_29_97_fps_clips_and_parenthesised_names(tmp_path: Path) -> None:
     import shutil
 
     from vidssl.data.extract import extract_videos
     from vidssl.data.store import pack_meta
 
-    if not all((FULL / p).is_file() for p in FULL_CLIPS):
-        pytest.skip(f"the 29.97 fps and '(HQ)' clips are only in the full sample set ({FULL})")
-    for path in FULL_CLIPS:
+    for path in REAL_CLIPS:
         dataset, _, folder, name = Path(path).parts
         (tmp_path / "src" / dataset / folder).mkdir(parents=True, exist_ok=True)
-        shutil.copy(FULL / path, tmp_path / "src" / dataset / folder / name)
+        shutil.copy(REAL / path, tmp_path / "src" / dataset / folder / name)
     rows = {}
     for dataset, splits in (("ucf101", UCF_SPLITS), ("hmdb51", HMDB_SPLITS)):
         rep = extract_videos(tmp_path / "src" / dataset, tmp_path / "frames" / dataset, short_side=32, workers=2,
@@ -402,7 +400,7 @@ def test_full_sample_set_29_97_fps_and_parenthesised_names(tmp_path: Path) -> No
         rows |= {r["video_id"]: r for name in ("pretrain", "test")
                  for r in _read_csv(tmp_path / "lists" / dataset / f"{name}.csv")}
     assert len(rows) == 4
-    for path, (subset, n) in FULL_CLIPS.items():
+    for path, (subset, n) in REAL_CLIPS.items():
         dataset, _, folder, name = Path(path).parts
         row = rows[f"{folder}/{Path(name).stem}"]
         assert (row["split"], int(row["n_frames"])) == ("pretrain" if subset == "train" else "test", n), path
