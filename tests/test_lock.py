@@ -128,9 +128,12 @@ def test_wait_from_env_rejects_bad_values(monkeypatch) -> None:
     assert lock.find_workspace(Path("/")) is None
 
 
-def test_stage_whose_parent_is_killed_stops_itself_and_frees_the_lock(ws: Path) -> None:
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_stage_whose_parent_is_killed_stops_itself_and_frees_the_lock(ws: Path, sigint: str) -> None:
     # The parent stands in for `dvc repro`: it starts the stage and waits; SIGKILL gives it no chance to clean up.
-    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; "
+    # "ignored": the stage inherits SIGINT ignored, as everything started by `nohup dvc repro &` does.
+    ignore = "signal.signal(signal.SIGINT, signal.SIG_IGN); " if sigint == "ignored" else ""
+    parent = subprocess.Popen([sys.executable, "-c", f"import signal, subprocess, sys; {ignore}"
                                f"subprocess.run([sys.executable, 'stage.py'])"], cwd=ws, env=_env(),
                               stderr=subprocess.DEVNULL)
     _wait_for(lambda: (ws / "stage.pid").exists())

@@ -258,6 +258,11 @@ class OrphanWatch:
         self._thread = threading.Thread(target=self._run, name="vidssl-orphan-watch", daemon=True)
 
     def start(self) -> "OrphanWatch":
+        # A process started in the background by a non-interactive shell (`nohup dvc repro &`, cron jobs) inherits
+        # SIGINT ignored, and the stop below is a SIGINT: take it back, so that an orphan stops cleanly at once
+        # instead of being cut off after the grace period. Only the main thread may set a handler.
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         self._thread.start()
         return self
 
