@@ -10,8 +10,9 @@ the whole saving an epoch could get. Needs the pipeline's lists (``dvc repro`` f
 ``--vs-decode PACKS`` measures instead the training loader's clips/s (ClipDataset as training builds it: 16
 frames at 128 px, uncropped uint8, stacked by its collate; the crop happens on the device) against decoding the
 very same JPEG frames alone (same packs, same frame indices, same number of workers, same DataLoader), and
-clips/s per worker core, to size a GPU box's CPU. Also in the table: decoding and shipping a 16x112x112 block,
-the dataset cropping in the worker, and the training loader with every clip made contiguous in the worker.
+clips/s per worker core, to size a GPU box's CPU. The training loader is vidssl's PooledLoader (workers reuse
+their batch buffers); also in the table: the same dataset through a plain DataLoader (a fresh shared-memory
+segment a batch), decoding and shipping a 16x112x112 block, and the dataset cropping in the worker.
 PACKS is a frame store extracted at 128 px short side (e.g. `vidssl extract CLIPS PACKS --short-side 128`).
 
     python bench/bench_loader.py --vs-decode PACKS [--workers 2] [--clips 400]
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from vidssl.config import load_params, with_overrides
 from vidssl.data.clips import read_list
+from vidssl.data.pool import PooledLoader
 from vidssl.methods.registry import build_method
 from vidssl.engine.train import build_model_backbone, clip_spec, make_loader
 
@@ -66,13 +68,6 @@ class _DecodeOnly:
         return torch.from_numpy(np.ascontiguousarray(frames[:, :1, :1]))  # decoded; a token goes back
 
 
-def _contiguous_collate(samples: list[tuple]) -> tuple:
-    """The stack before layout-preserving collation: every clip made contiguous in the worker, then stacked."""
-    from torch.utils.data import default_collate
-
-    return default_collate([tuple(x.contiguous() if hasattr(x, "contiguous") else x for x in s) for s in samples])
-
-
 def vs_decode(packs: Path, workers: int, n_clips: int, repeats: int = 3) -> None:
     import os
 
@@ -84,17 +79,17 @@ def vs_decode(packs: Path, workers: int, n_clips: int, repeats: int = 3) -> None
     records = (base * (n_clips // len(base) + 1))[:n_clips]
     spec = ClipSpec(frames=16, stride=1, resize=128, crop=112)
     cropped, train = ClipDataset(records, spec), ClipDataset(records, spec, crop=False)
-    ways = {  # name: (dataset, collate)
-        "decode": (_DecodeOnly(cropped), None),
-        "ship": (_DecodeOnly(cropped, ship=True), None),
-        "crop in worker": (cropped, None),
-        "training, contiguous": (train, _contiguous_collate),
-        "training": (train, train.collate),
+    ways = {  # name: (loader class, dataset, collate)
+        "decode": (DataLoader, _DecodeOnly(cropped), None),
+        "ship": (DataLoader, _DecodeOnly(cropped, ship=True), None),
+        "crop in worker": (DataLoader, cropped, None),
+        "training, plain DataLoader": (DataLoader, train, train.collate),
+        "training": (PooledLoader, train, train.collate),
     }
     best = dict.fromkeys(ways, 0.0)
     for _ in range(repeats):  # interleaved, fastest counts
-        for name, (dataset, collate) in ways.items():
-            loader = DataLoader(dataset, batch_size=8, num_workers=workers, shuffle=True, collate_fn=collate)
+        for name, (kind, dataset, collate) in ways.items():
+            loader = kind(dataset, batch_size=8, num_workers=workers, shuffle=True, collate_fn=collate)
             start = time.perf_counter()
             n = sum(len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch) for batch in loader)
             best[name] = max(best[name], n / (time.perf_counter() - start))
@@ -104,8 +99,9 @@ def vs_decode(packs: Path, workers: int, n_clips: int, repeats: int = 3) -> None
     print("| loader | what reaches the main process | clips/s | ratio to decode only | clips/s per core |")
     print("|---|---|---|---|---|")
     what = {"decode": "a token", "ship": "16×112×112 crop (T×H×W×3)",
-            "crop in worker": "16×112×112 crop, contiguous", "training, contiguous": "16×128×W clip, contiguous",
-            "training": "16×128×W clip, decoded layout"}
+            "crop in worker": "16×112×112 crop, contiguous",
+            "training, plain DataLoader": "16×128×W clip, a fresh shared segment a batch",
+            "training": "16×128×W clip, in a reused slot (vidssl.data.pool)"}
     for name, rate in best.items():
         print(f"| {name} | {what[name]} | {rate:.1f} | {rate / best['decode']:.2f} | {rate / cores:.1f} |")
 
@@ -139,8 +135,8 @@ def main() -> None:
             return make_loader(ds, batch_size=bs, workers=args.workers, shuffle=True, seed=e, drop_last=True)
 
         fresh = epoch_times(fresh_loader, args.epochs)
-        kept = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, num_workers=args.workers,
-                          persistent_workers=True)
+        kept = PooledLoader(ds, batch_size=bs, shuffle=True, drop_last=True, num_workers=args.workers,
+                          persistent_workers=True, collate_fn=getattr(ds, "collate", None))
         alive = epoch_times(lambda e, kept=kept: kept, args.epochs)
         f, a = statistics.median(fresh[1:]), statistics.median(alive[1:])
         print(f"| {name} | {f:.3f} | {a:.3f} | {f / a:.2f}x |")

@@ -136,14 +136,26 @@ def collate_clips(samples: list[tuple]) -> tuple:
         if len(sizes) > 1:
             h, w = min(hw[0] for hw in sizes), min(hw[1] for hw in sizes)
             samples = [(*s[:i], _centre(s[i], h, w), *s[i + 1 :]) for s in samples]
-        batch = stack_decoded([s[i] for s in samples])
-        if batch is not None:
-            stacked[i] = batch
+        stacked[i] = stack_clips([s[i] for s in samples])
     if not stacked:
         return default_collate(samples)
     rest = default_collate([tuple(x for j, x in enumerate(s) if j not in stacked) for s in samples])
     it = iter(rest)
     return tuple(stacked[i] if i in stacked else next(it) for i in range(len(first)))
+
+
+def stack_clips(clips: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack equal-sized clips into one batch built in :func:`batch_buffer <vidssl.data.pool.batch_buffer>`
+    memory: in their decoded layout when they all are views of decoded T×H×W×3 frames (:func:`stack_decoded`),
+    contiguous otherwise."""
+    batch = stack_decoded(clips)
+    if batch is None:
+        from vidssl.data.pool import batch_buffer
+
+        first = clips[0]
+        batch = batch_buffer(len(clips) * first.numel(), first.dtype).view(len(clips), *first.shape)
+        torch.stack(list(clips), out=batch)
+    return batch
 
 
 def stack_decoded(clips: Sequence[torch.Tensor]) -> torch.Tensor | None:
@@ -152,20 +164,18 @@ def stack_decoded(clips: Sequence[torch.Tensor]) -> torch.Tensor | None:
 
     Why: making each clip contiguous transposes it in the loader worker, about 0.4 ms of a 16×112×112 clip's
     ~4 ms of JPEG decoding on one core, and the loader's CPUs are what a GPU waits on; a same-layout stack is a
-    straight copy. Inside a worker the batch is built in shared memory, as ``default_collate`` does, so it
+    straight copy. The batch is built in :func:`batch_buffer <vidssl.data.pool.batch_buffer>` memory, so it
     reaches the main process without another copy.
     """
+    from vidssl.data.pool import batch_buffer
+
     first = clips[0]
     c, t, h, w = first.shape if first.dim() == 4 else (0, 0, 0, 0)
     layout = (1, h * w * c, w * c, c)  # strides of the permuted T×H×W×C view, in elements
     if not c or any(x.shape != first.shape or x.dtype != first.dtype or x.stride() != layout for x in clips):
         return None
-    from torch.utils.data import get_worker_info
-
-    numel = len(clips) * first.numel()
-    storage = (first._typed_storage()._new_shared(numel, device=first.device) if get_worker_info() is not None
-               else torch.empty(numel, dtype=first.dtype).untyped_storage())
-    out = first.new(storage)[:numel].as_strided((len(clips), c, t, h, w), (first.numel(), *layout))
+    out = batch_buffer(len(clips) * first.numel(), first.dtype).as_strided(
+        (len(clips), c, t, h, w), (first.numel(), *layout))
     for i, x in enumerate(clips):
         out[i].copy_(x)
     return out

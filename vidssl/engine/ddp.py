@@ -26,6 +26,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from vidssl.data.pool import PooledLoader
+
 log = logging.getLogger(__name__)
 
 _joined = False  # whether setup() initialised the process group (and so teardown() may end it)
@@ -216,7 +218,7 @@ def epoch_loader(ds: Dataset, *, batch_size: int, workers: int, seed: int, par: 
     """
     batches = ShardedBatches(len(ds), batch_size, par.rank, par.world, seed,  # type: ignore[arg-type]
                              drop_last=drop_last)
-    return DataLoader(
+    return PooledLoader(
         PositionSeeded(ds), batch_sampler=MicroBatches(batches, accumulate=accumulate, start=start),
         num_workers=workers, pin_memory=par.device.type == "cuda", worker_init_fn=worker_init_fn,
         # Its own generator: the loader's base seed is then not drawn from the training process's global RNG.

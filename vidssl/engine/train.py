@@ -24,6 +24,7 @@ from vidssl.engine.resources import configure_threads
 from vidssl.config import Params
 from vidssl.data.clips import ClipDataset, ClipSpec, MultiClipDataset, read_list, to_float, usable_records
 from vidssl.data.store import packs_fingerprint
+from vidssl.data.pool import PooledLoader
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def move_batch(batch: Any, dev: torch.device, *, floats: bool = True) -> Any:
 def make_loader(ds: Dataset, *, batch_size: int, workers: int, shuffle: bool, seed: int,
                 drop_last: bool = False) -> DataLoader:
     """A DataLoader whose shuffling and per-worker augmentation RNG derive from ``seed`` alone."""
-    return DataLoader(
+    return PooledLoader(
         ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers,
         generator=torch.Generator().manual_seed(seed), pin_memory=torch.cuda.is_available(),
         worker_init_fn=_worker_init if workers else None, collate_fn=getattr(ds, "collate", None),
