@@ -109,5 +109,10 @@ def test_exp_run_set_param_then_show_and_diff_every_metric(tmp_path: Path) -> No
 
     table = _run(ws, DVC, "exp", "show", "--no-pager", "--md")
     assert "!" not in "".join(line for line in table.splitlines() if "two-ks" in line or "one-k" in line)
-    diff = _run(ws, DVC, "metrics", "diff", "--md")  # baseline commit vs the workspace (the last experiment)
-    assert "retrieval_gain.top1" in diff or "retrieval_gain.top5" in diff
+    # The baseline commit against the workspace, which holds the last experiment (`one-k`): top1 is there on both
+    # sides with the same value, top5-top50 only in the baseline.
+    diff = json.loads(_run(ws, DVC, "metrics", "diff", "--all", "--json"))["metrics/summary.json"]
+    base, last = summary["baseline"]["retrieval_gain"], summary["one-k"]["retrieval_gain"]
+    assert diff["retrieval_gain.top1"]["old"] == base["top1"] and diff["retrieval_gain.top1"]["new"] == last["top1"]
+    for k in ("top5", "top10", "top20", "top50"):
+        assert diff[f"retrieval_gain.{k}"]["old"] == base[k] and diff[f"retrieval_gain.{k}"]["new"] is None, k
