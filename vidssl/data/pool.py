@@ -40,6 +40,7 @@ class PooledTensor:
     dtype: torch.dtype
     shape: tuple[int, ...]
     stride: tuple[int, ...]
+    offset: int
     memory: torch.Tensor | None = None
     flags: torch.Tensor | None = None
 
@@ -57,6 +58,13 @@ class _WorkerPool:
         self.announced: list[int] = []  # the generation of each slot the main process has
         self.flags_sent = False
         self.taken: dict[int, int] = {}  # storage address -> slot, for the batch being built
+        self.shipped: set[int] = set()  # the slots of that batch that go to the main process
+
+    def settle(self) -> None:
+        """End a batch: a slot taken for it but not shipped (the collate dropped it, or failed) is free again."""
+        for slot in set(self.taken.values()) - self.shipped:
+            self.in_use[slot] = 0
+        self.taken, self.shipped = {}, set()
 
     def take(self, nbytes: int) -> torch.Tensor | None:
         """A free slot of at least ``nbytes`` (the smallest that fits; a new or regrown one if none does), or
@@ -87,7 +95,8 @@ class _WorkerPool:
             if slot is None:
                 return batch
             out = PooledTensor(self.worker, slot, self.generation[slot], batch.dtype, tuple(batch.shape),
-                               batch.stride())
+                               batch.stride(), batch.storage_offset())
+            self.shipped.add(slot)
             if self.announced[slot] != self.generation[slot]:
                 out.memory, self.announced[slot] = self.slots[slot], self.generation[slot]
             if not self.flags_sent:
@@ -133,7 +142,8 @@ class PoolingCollate:
         try:
             return _pool.export(self.collate(samples))
         finally:
-            _active, _pool.taken = None, {}
+            _active = None
+            _pool.settle()
 
 
 def _users(t: torch.Tensor) -> int:
@@ -197,7 +207,7 @@ class _Unpooling:
             raise RuntimeError(f"loader worker {p.worker}: slot {p.slot} is at generation {p.generation}, the main "
                                f"process has {generation}; a batch went missing")
         self.out.append(key)
-        return torch.empty(0, dtype=p.dtype).set_(u8.untyped_storage(), 0, p.shape, p.stride)
+        return torch.empty(0, dtype=p.dtype).set_(u8.untyped_storage(), p.offset, p.shape, p.stride)
 
 
 class PooledLoader(DataLoader):
