@@ -6,4 +6,7 @@ bash scripts/install.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
 export DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true GX_ANALYTICS_ENABLED=false PREFECT_SERVER_ANALYTICS_ENABLED=false
-python -m pytest -q --durations=20 "$@"   # the 20 slowest tests, then the summary line
+# Whole test files run side by side on up to 4 processes (the CPUs this process may use; VIDSSL_TEST_PROCS=N
+# sets it, 0 runs them in this process); then the 20 slowest tests and the summary line.
+procs=${VIDSSL_TEST_PROCS:-$(python -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')}
+python -m pytest -q -n "$procs" --dist loadfile --durations=20 "$@"

@@ -52,3 +52,20 @@ def tiny_lists(tmp_path: Path) -> Path:
             w.writerows(body)
     (lists / "classes.csv").write_text("label,class_name\n0,Right\n1,Left\n")
     return lists
+
+
+# The files that take longest on a 2-core machine (--durations), longest first. scripts/test.sh runs the files
+# on several processes (pytest-xdist, whole files to one process); starting these first keeps one long file
+# from running alone at the end. Only the order of the files changes; tests in a file keep theirs.
+_LONGEST_FIRST = ("faults/test_sigkill.py", "test_pipeline_e2e.py", "test_ui_browser.py", "test_deploy_e2e.py",
+                  "test_flows.py", "test_splits.py", "test_train.py", "test_ddp.py", "test_tracking.py",
+                  "test_extract.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.as_posix()
+        return next((k for k, name in enumerate(_LONGEST_FIRST) if path.endswith("tests/" + name)),
+                    len(_LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: every file keeps its own order
