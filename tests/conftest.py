@@ -55,8 +55,9 @@ def tiny_lists(tmp_path: Path) -> Path:
 
 
 # The files that take longest on a 2-core machine (--durations), longest first. scripts/test.sh runs the files
-# on several processes (pytest-xdist, whole files to one process); starting these first keeps one long file
-# from running alone at the end. Only the order of the files changes; tests in a file keep theirs.
+# on several processes (pytest-xdist, whole files to one process, in collection order): starting these first
+# keeps one long file from running alone at the end. Only the order of the files changes; tests in a file keep
+# theirs.
 _LONGEST_FIRST = ("faults/test_sigkill.py", "test_pipeline_e2e.py", "test_ui_browser.py", "test_deploy_e2e.py",
                   "test_flows.py", "test_splits.py", "test_train.py", "test_ddp.py", "test_tracking.py",
                   "test_extract.py")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -42,7 +41,10 @@ def check(batch: tuple, where: str) -> None:
 
 
 def loader(ds: Dataset, cls: type = PooledLoader, **kw) -> DataLoader:
-    return cls(ds, batch_size=4, num_workers=2, collate_fn=collate_clips, **kw)
+    # Workers from a fresh interpreter (forkserver), not forked from this one: a test process that has run
+    # Prefect flows in-process (tests/test_flows.py) forks children that exit with code 1, pool or not.
+    return cls(ds, batch_size=4, num_workers=2, collate_fn=collate_clips, multiprocessing_context="forkserver",
+               **kw)
 
 
 def in_a_slot(batches, t: torch.Tensor) -> bool:
@@ -70,12 +72,11 @@ def test_slots_are_reused_and_a_batch_in_use_is_never_written() -> None:
     assert n == 24
 
 
-def test_batches_the_consumer_keeps_stay_intact(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batches_the_consumer_keeps_stay_intact() -> None:
     """A consumer that keeps every batch (or a view of one) holds every slot: the workers take fresh memory
     rather than write over it."""
-    monkeypatch.setattr(pool, "MAX_SLOTS", 3)  # the workers fork after this: they see it
     kept = []
-    for k, batch in enumerate(loader(Numbered(64))):
+    for k, batch in enumerate(loader(Numbered(64), slots=3)):
         decoded, other, index = batch
         kept.append(batch if k % 2 else (decoded[1:], other[1:], index[1:]))
     assert len(kept) == 16
@@ -83,9 +84,8 @@ def test_batches_the_consumer_keeps_stay_intact(monkeypatch: pytest.MonkeyPatch)
         check(batch, f"batch {k} at the end")
 
 
-def test_slots_grow_for_larger_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pool, "MAX_SLOTS", 2)  # few slots: growing a free one is the only way to fit
-    for batch in loader(Numbered(64, grow=2)):
+def test_slots_grow_for_larger_batches() -> None:
+    for batch in loader(Numbered(64, grow=2), slots=2):  # few slots: growing a free one is the only way to fit
         check(batch, "growing")
 
 
@@ -116,7 +116,8 @@ def _offset_collate(samples: list) -> tuple:
 
 def test_views_inside_a_slot_and_dropped_buffers() -> None:
     # 25 batches a worker, more than its MAX_SLOTS: slots that never came free would run out.
-    batches = iter(PooledLoader(Numbered(200), batch_size=4, num_workers=2, collate_fn=_offset_collate))
+    batches = iter(PooledLoader(Numbered(200), batch_size=4, num_workers=2, collate_fn=_offset_collate,
+                                multiprocessing_context="forkserver"))
     n = 0
     for batch in batches:
         assert batch[0].storage_offset() > 0

@@ -48,9 +48,8 @@ class PooledTensor:
 class _WorkerPool:
     """One worker's slots: shared uint8 buffers and a shared flag per slot (1 while the main process has it)."""
 
-    def __init__(self, worker: int) -> None:
-        self.worker, self.max_slots = worker, MAX_SLOTS
-        max_slots = self.max_slots
+    def __init__(self, worker: int, max_slots: int = MAX_SLOTS) -> None:
+        self.worker, self.max_slots = worker, max_slots
         self.flags = torch.zeros(max_slots, dtype=torch.int32).share_memory_()
         self.in_use = self.flags.numpy()  # the same memory: cheap to poll
         self.slots: list[torch.Tensor] = []
@@ -128,8 +127,8 @@ class PoolingCollate:
     """Runs ``collate`` so that, in a loader worker, the buffers it asks :func:`batch_buffer` for are pool slots,
     and ships those as :class:`PooledTensor`."""
 
-    def __init__(self, collate: Callable[[list], Any] | None) -> None:
-        self.collate = collate or default_collate
+    def __init__(self, collate: Callable[[list], Any] | None, slots: int = MAX_SLOTS) -> None:
+        self.collate, self.slots = collate or default_collate, slots
 
     def __call__(self, samples: list) -> Any:
         global _active, _pool
@@ -137,7 +136,7 @@ class PoolingCollate:
         if info is None:
             return self.collate(samples)
         if _pool is None or _pool.worker != info.id:
-            _pool = _WorkerPool(info.id)
+            _pool = _WorkerPool(info.id, self.slots)
         _active = _pool
         try:
             return _pool.export(self.collate(samples))
@@ -211,12 +210,13 @@ class _Unpooling:
 
 
 class PooledLoader(DataLoader):
-    """A DataLoader whose workers reuse their batch buffers (:mod:`vidssl.data.pool`); with no workers, or for
-    tensors a collate does not build through :func:`batch_buffer`, it is a plain DataLoader."""
+    """A DataLoader whose workers reuse their batch buffers (:mod:`vidssl.data.pool`), at most ``slots`` each;
+    with no workers, or for tensors a collate does not build through :func:`batch_buffer`, it is a plain
+    DataLoader."""
 
     def __init__(self, dataset: Any, *args: Any, collate_fn: Callable[[list], Any] | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(dataset, *args, collate_fn=PoolingCollate(collate_fn), **kwargs)
+                 slots: int = MAX_SLOTS, **kwargs: Any) -> None:
+        super().__init__(dataset, *args, collate_fn=PoolingCollate(collate_fn, slots), **kwargs)
 
     _main: _Unpooling | None = None
 
