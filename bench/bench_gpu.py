@@ -61,8 +61,12 @@ def step_rate(method_name: str, backbone: str, args: argparse.Namespace, records
         for m in method.modules():
             if isinstance(m, Backbone):
                 m._check_input = lambda x: x.contiguous()  # type: ignore[method-assign]
+    # The batch as vidssl's loop gets it: the dataset's own collate, uint8 clips on the device; each timed step
+    # then makes the method's views there (batched augmentation) before the forward pass, as the loop does.
     ds = method.make_dataset(records, clip_spec(cfg), cfg)
-    batch = move_batch(default_collate([ds[i % len(ds)] for i in range(args.batch)]), dev)
+    collate = getattr(ds, "collate", None) or default_collate
+    frames = move_batch(collate([ds[i % len(ds)] for i in range(args.batch)]), dev, floats=False)
+    augment = method.make_augment(clip_spec(cfg), cfg)
     opt = make_optimizer([p for p in method.parameters() if p.requires_grad], cfg.pretrain)
     method.train()
     times = []
@@ -72,6 +76,7 @@ def step_rate(method_name: str, backbone: str, args: argparse.Namespace, records
     for i in range(args.steps + 2):  # two warm-up steps (kernel selection, lazy buffers)
         _sync(dev)
         t0 = time.perf_counter()
+        batch = augment(frames, method.augment_generator)
         loss, _ = method(batch, 0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -81,7 +86,7 @@ def step_rate(method_name: str, backbone: str, args: argparse.Namespace, records
         if i >= 2:
             times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
-    del method, opt, batch
+    del method, opt, batch, frames
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return args.batch / statistics.median(times), peak

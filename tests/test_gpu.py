@@ -57,3 +57,18 @@ def test_fp16_keeps_its_gradient_scaler_state(tiny_lists: Path, tmp_path: Path) 
 
     pretrain(_cfg("moco", precision="fp16"), tiny_lists, tmp_path / "state", tmp_path / "out")
     assert load_state_dict(latest_checkpoint(tmp_path / "state"))["precision"]["scale"] > 0
+
+
+def test_ranking_on_the_gpu_equals_the_cpu_ties_included() -> None:
+    from vidssl.evaluation.retrieval import topk_neighbours
+
+    g = torch.Generator().manual_seed(0)
+    gallery = torch.randn(500, 64, generator=g)
+    gallery[250:] = gallery[:250]  # every row twice: each query's neighbours come in tied pairs
+    queries = torch.cat([gallery[:40] + 0.01 * torch.randn(40, 64, generator=g), gallery[:10]])
+    for chunk in (2**12, 2**28):  # gallery blocks merged, and whole rows at once
+        cpu = topk_neighbours(queries, gallery, 7, chunk_bytes=chunk, device="cpu")
+        gpu = topk_neighbours(queries, gallery, 7, chunk_bytes=chunk, device="cuda")
+        assert (gpu[1] == cpu[1]).all()
+        assert abs(gpu[0] - cpu[0]).max() < 1e-5
+    assert (cpu[1][:, 1] == cpu[1][:, 0] + 250).all()  # a tie goes to the lower gallery index first

@@ -167,7 +167,15 @@ def _block_topk(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return _order(vals, idx)
 
 
-def _exact_topk(q: torch.Tensor, g: torch.Tensor, k: int, chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def ranking_device(device: str | torch.device | None = None) -> torch.device:
+    """Where exact ranking runs: ``device`` if given, else the GPU when there is one, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _exact_topk(q: torch.Tensor, g: torch.Tensor, k: int, chunk_bytes: int,
+                device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top ``k`` by inner product, never holding more than ``chunk_bytes`` of similarities at once."""
     n_q, n_g = len(q), len(g)
     # Whole gallery rows when 64 query rows of it fit the budget (any gallery up to ~1M videos at 256 MB);
@@ -175,7 +183,7 @@ def _exact_topk(q: torch.Tensor, g: torch.Tensor, k: int, chunk_bytes: int) -> t
     g_rows = n_g if 64 * n_g * 4 <= chunk_bytes else max(k + 1, chunk_bytes // (4 * 64))
     q_rows = max(1, chunk_bytes // (4 * min(g_rows, n_g)))
     out_v, out_i = torch.empty(n_q, k), torch.empty(n_q, k, dtype=torch.long)
-    dev = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    dev = ranking_device(device)
     g = g.to(dev)  # on a GPU the gallery stays there and query blocks visit it; results come back per block
     for q0 in range(0, n_q, q_rows):
         qb = q[q0:q0 + q_rows].to(dev)
@@ -191,7 +199,8 @@ def _exact_topk(q: torch.Tensor, g: torch.Tensor, k: int, chunk_bytes: int) -> t
     return out_v, out_i
 
 
-def _faiss_topk(q: torch.Tensor, g: torch.Tensor, k: int, chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _faiss_topk(q: torch.Tensor, g: torch.Tensor, k: int, chunk_bytes: int,
+                device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``k`` from a faiss flat inner-product index (exact), ties broken as :func:`_exact_topk` does."""
     try:
         import faiss
@@ -208,7 +217,7 @@ def _faiss_topk(q: torch.Tensor, g: torch.Tensor, k: int, chunk_bytes: int) -> t
         tied = torch.nonzero(vals[:, k - 1] == vals[:, k]).flatten()
         vals, idx = vals[:, :k].contiguous(), idx[:, :k].contiguous()
         if len(tied):
-            vals[tied], idx[tied] = _exact_topk(q[tied], g, k, chunk_bytes)
+            vals[tied], idx[tied] = _exact_topk(q[tied], g, k, chunk_bytes, device)
     return _order(vals, idx)
 
 
@@ -216,11 +225,13 @@ INDEXES = ("exact", "faiss")
 
 
 def topk_neighbours(queries: np.ndarray | torch.Tensor, gallery: np.ndarray | torch.Tensor, k: int, *,
-                    index: str = "exact", chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray]:
+                    index: str = "exact", chunk_bytes: int = CHUNK_BYTES,
+                   device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each query's ``k`` nearest gallery rows by cosine similarity: (Q×k similarities, Q×k gallery indices).
 
     Ranked by similarity descending, ties by gallery index ascending, in blocks of at most ``chunk_bytes``.
-    ``index``: "exact" (torch, chunked; on the GPU when there is one) or "faiss" (a flat inner-product index; exact as well, needs faiss-cpu).
+    ``index``: "exact" (torch, chunked, on ``device``: by default the GPU when there is one) or "faiss" (a flat
+    inner-product index; exact as well, needs faiss-cpu).
     ``k`` larger than the gallery returns the whole gallery ranked.
 
     Raises:
@@ -237,7 +248,7 @@ def topk_neighbours(queries: np.ndarray | torch.Tensor, gallery: np.ndarray | to
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query features are {q.shape[1]}-d but gallery features {g.shape[1]}-d")
     k = min(k, len(g))
-    vals, idx = (_faiss_topk if index == "faiss" else _exact_topk)(q, g, k, chunk_bytes)
+    vals, idx = (_faiss_topk if index == "faiss" else _exact_topk)(q, g, k, chunk_bytes, device)
     if not bool(torch.isfinite(vals).all()):  # topk ranks NaN first, so any NaN similarity shows up here
         raise NonFiniteFeatures("retrieval: non-finite similarities; no score is computed from them")
     return vals.numpy(), idx.numpy()
@@ -252,10 +263,10 @@ def check_ks(ks: Sequence[int]) -> list[int]:
 
 
 def retrieval_hits(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray,
-                   query_labels: np.ndarray, k: int, *, index: str = "exact",
-                   chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray]:
+                   query_labels: np.ndarray, k: int, *, index: str = "exact", chunk_bytes: int = CHUNK_BYTES,
+                   device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(Q×k bool: the i-th neighbour shares the query's label, Q×k gallery indices of the neighbours)."""
-    _, idx = topk_neighbours(queries, gallery, k, index=index, chunk_bytes=chunk_bytes)
+    _, idx = topk_neighbours(queries, gallery, k, index=index, chunk_bytes=chunk_bytes, device=device)
     return np.asarray(gallery_labels)[idx] == np.asarray(query_labels)[:, None], idx
 
 
@@ -266,7 +277,7 @@ def topk_curve(hits: np.ndarray) -> np.ndarray:
 
 def topk_retrieval(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray,
                    query_labels: np.ndarray, ks: Sequence[int], *, index: str = "exact",
-                   chunk_bytes: int = CHUNK_BYTES) -> dict[int, float]:
+                   chunk_bytes: int = CHUNK_BYTES, device: str | torch.device | None = None) -> dict[int, float]:
     """Top-k retrieval accuracy: a query hits at k if any of its k nearest gallery videos shares its label.
 
     Ranking is by cosine similarity, descending (VCOP/IIC; test videos query the train videos); equal
@@ -278,7 +289,7 @@ def topk_retrieval(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.
     """
     ks = check_ks(ks)
     hits, _ = retrieval_hits(gallery, gallery_labels, queries, query_labels, max(ks), index=index,
-                             chunk_bytes=chunk_bytes)
+                             chunk_bytes=chunk_bytes, device=device)
     curve = topk_curve(hits)
     return {k: float(curve[min(k, len(curve)) - 1]) for k in ks}
 
