@@ -26,7 +26,7 @@ GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMM
 
 
 # Wall-clock and throughput telemetry differ between any two runs; every other metric must be equal.
-_TIMING = ("seconds", "clips_per_s", "data_wait", "peak_gpu_mem_gib")
+_TIMING = ("seconds", "clips_per_s", "data_wait", "data_wait_steady", "loader_start_seconds", "peak_gpu_mem_gib")
 
 
 def _results(metrics: dict) -> dict:

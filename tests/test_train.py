@@ -444,6 +444,38 @@ def test_accumulated_micro_batches_give_the_gradient_of_the_whole_batch(tmp_path
     assert EpochTally().telemetry(1.0, 1)["data_wait"] == 0.0
 
 
+def test_data_wait_tells_the_loaders_start_from_the_steady_wait(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a clock the loader and the step advance by known amounts: the first batch waits 3 s (workers
+    starting), the next three 0.5 s each, every step takes 1 s."""
+    from vidssl.engine import train
+    from vidssl.engine.precision import Precision
+    from vidssl.engine.train import Loop
+
+    clock = [0.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: clock[0])
+    net = torch.nn.Linear(2, 1)
+
+    def loader(epoch: int, start: int):  # noqa: ANN202
+        for i in range(start, 4):
+            clock[0] += 3.0 if i == start else 0.5
+            yield torch.ones(2, 2)
+
+    def step(b, epoch):  # noqa: ANN001, ANN202
+        clock[0] += 1.0
+        loss = net(b).mean()
+        return loss, {"loss": loss.item()}, len(b)
+
+    history = Loop(where="t", epochs=2, ckpt=Checkpointer(tmp_path / "c", "k"), modules={"net": net}, net=net,
+                   opt=torch.optim.SGD(net.parameters(), lr=0.1), precision=Precision("fp32", torch.device("cpu")),
+                   loader=loader, steps=lambda epoch: 4, step=step,
+                   end_epoch=lambda epoch, tally: {}).run()
+    for epoch in history:  # every epoch starts its loader again, so each has its own start
+        assert epoch["data_wait"] == pytest.approx(4.5 / 8.5)
+        assert epoch["data_wait_steady"] == pytest.approx(1.5 / 5.5)
+        assert epoch["loader_start_seconds"] == pytest.approx(3.0)
+
+
 # ---------------------------------------------------------------- train.compile
 
 

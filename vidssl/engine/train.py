@@ -141,6 +141,7 @@ class EpochTally:
     counts: dict[str, int] = dataclasses.field(default_factory=dict)  # some terms are logged only sometimes
     clips: int = 0
     wait: float = 0.0  # seconds blocked on the loader
+    startup: float = 0.0  # of which waiting for the first batch (workers starting, filling their queues)
     busy: float = 0.0  # seconds in forward, backward and the optimiser
     seconds: float = 0.0  # wall time of earlier (interrupted) parts of this epoch
 
@@ -151,10 +152,14 @@ class EpochTally:
         self.clips += clips
 
     def telemetry(self, seconds: float, world: int) -> dict[str, float]:
-        """Per-epoch throughput: clips/s (all ranks), the fraction of step time spent waiting for data, and
-        the peak GPU memory (CUDA only)."""
+        """Per-epoch throughput: clips/s (all ranks), the fraction of step time spent waiting for data (in all,
+        and once the first batch is in: the loader's start is a fixed cost per epoch that a short epoch
+        magnifies), the seconds to that first batch, and the peak GPU memory (CUDA only)."""
+        steady = self.wait - self.startup
         out = {"clips_per_s": self.clips * world / max(seconds, 1e-9),
-               "data_wait": self.wait / max(self.wait + self.busy, 1e-9)}
+               "data_wait": self.wait / max(self.wait + self.busy, 1e-9),
+               "data_wait_steady": steady / max(steady + self.busy, 1e-9),
+               "loader_start_seconds": self.startup}
         if torch.cuda.is_available():
             out["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         return out
@@ -237,6 +242,8 @@ class Loop:
                 done += 1
                 got = time.perf_counter()
                 tally.wait += got - tick
+                if done == 1:
+                    tally.startup += got - tick
                 loss, terms, clips = self.step(batch, epoch)
                 check_finite(loss, terms, where=self.where, epoch=epoch, step=i, hint=self.hint)
                 self.precision.backward(loss / self.accumulate if self.accumulate > 1 else loss)
@@ -419,7 +426,7 @@ def _batch_len(batch: Any) -> int:
 
 def _last_telemetry(history: list[dict[str, float]]) -> dict[str, float]:
     """The last epoch's throughput figures, for the stage summary."""
-    keys = ("clips_per_s", "data_wait", "peak_gpu_mem_gib")
+    keys = ("clips_per_s", "data_wait", "data_wait_steady", "peak_gpu_mem_gib")
     return {k: history[-1][k] for k in keys if history and k in history[-1]}
 
 

@@ -74,7 +74,9 @@ def throughput_line(summary: dict[str, Any]) -> str:
     if "clips_per_s" in summary:
         parts.append(f"{summary['clips_per_s']:.1f} clips/s")
     if "data_wait" in summary:
-        parts.append(f"data wait {100 * summary['data_wait']:.0f}%")
+        steady = summary.get("data_wait_steady")
+        after = f" ({100 * steady:.0f}% after the first batch)" if steady is not None else ""
+        parts.append(f"data wait {100 * summary['data_wait']:.0f}%{after}")
     if "peak_gpu_mem_gib" in summary:
         parts.append(f"peak GPU memory {summary['peak_gpu_mem_gib']:.1f} GiB")
     if "precision" in summary:
@@ -154,7 +156,8 @@ def run_finetune(cfg: Params, lists_dir: Path, init: Path | None, out_dir: Path,
                 log.info("finetune (%s): %s", name, throughput_line(r))
             out[name] = {"test_accuracy": r["test_accuracy"], "epochs": r["epochs"], "seconds": r["seconds"],
                          "protocol": cfg.finetune.protocol,
-                         **{k: r[k] for k in ("clips_per_s", "data_wait", "peak_gpu_mem_gib") if k in r}}
+                         **{k: r[k] for k in ("clips_per_s", "data_wait", "data_wait_steady", "peak_gpu_mem_gib")
+                            if k in r}}
             tracker.log_metrics({f"{name}.test_accuracy": r["test_accuracy"]})
             curves = plot_curves(r["history"], ["train_loss", "train_clip_acc"], plots / f"finetune_{name}.png",
                                  f"fine-tune ({name})")
