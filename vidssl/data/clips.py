@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from vidssl.data.pool import batch_buffer
 from vidssl.data.store import FramePack
 
 LIST_COLUMNS = ("video_id", "frames_path", "n_frames", "label", "class_name", "split")
@@ -150,8 +151,6 @@ def stack_clips(clips: Sequence[torch.Tensor]) -> torch.Tensor:
     contiguous otherwise."""
     batch = stack_decoded(clips)
     if batch is None:
-        from vidssl.data.pool import batch_buffer
-
         first = clips[0]
         batch = batch_buffer(len(clips) * first.numel(), first.dtype).view(len(clips), *first.shape)
         torch.stack(list(clips), out=batch)
@@ -167,8 +166,6 @@ def stack_decoded(clips: Sequence[torch.Tensor]) -> torch.Tensor | None:
     straight copy. The batch is built in :func:`batch_buffer <vidssl.data.pool.batch_buffer>` memory, so it
     reaches the main process without another copy.
     """
-    from vidssl.data.pool import batch_buffer
-
     first = clips[0]
     c, t, h, w = first.shape if first.dim() == 4 else (0, 0, 0, 0)
     layout = (1, h * w * c, w * c, c)  # strides of the permuted T×H×W×C view, in elements

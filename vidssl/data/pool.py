@@ -27,6 +27,15 @@ _active: "_WorkerPool | None" = None  # the pool of the collate running now, in 
 _pool: "_WorkerPool | None" = None  # this worker process's pool (one per process: loader workers are processes)
 
 
+def map_batch(batch: Any, fn: Callable[[Any], Any]) -> Any:
+    """``batch`` with ``fn`` applied to every leaf under its tuples, lists and dicts (structure kept)."""
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(map_batch(b, fn) for b in batch)
+    if isinstance(batch, dict):
+        return {k: map_batch(v, fn) for k, v in batch.items()}
+    return fn(batch)
+
+
 @dataclass
 class PooledTensor:
     """A tensor that lies in slot ``slot`` of worker ``worker``'s pool, as it crosses to the main process.
@@ -89,23 +98,20 @@ class _WorkerPool:
 
     def export(self, batch: Any) -> Any:
         """``batch`` with every tensor that lies in a slot taken for it replaced by its :class:`PooledTensor`."""
-        if torch.is_tensor(batch):
-            slot = self.taken.get(batch.untyped_storage().data_ptr())
-            if slot is None:
-                return batch
-            out = PooledTensor(self.worker, slot, self.generation[slot], batch.dtype, tuple(batch.shape),
-                               batch.stride(), batch.storage_offset())
-            self.shipped.add(slot)
-            if self.announced[slot] != self.generation[slot]:
-                out.memory, self.announced[slot] = self.slots[slot], self.generation[slot]
-            if not self.flags_sent:
-                out.flags, self.flags_sent = self.flags, True
-            return out
-        if isinstance(batch, (list, tuple)):
-            return type(batch)(self.export(b) for b in batch)
-        if isinstance(batch, dict):
-            return {k: self.export(v) for k, v in batch.items()}
-        return batch
+        return map_batch(batch, self._export)
+
+    def _export(self, x: Any) -> Any:
+        slot = self.taken.get(x.untyped_storage().data_ptr()) if torch.is_tensor(x) else None
+        if slot is None:
+            return x
+        out = PooledTensor(self.worker, slot, self.generation[slot], x.dtype, tuple(x.shape), x.stride(),
+                           x.storage_offset())
+        self.shipped.add(slot)
+        if self.announced[slot] != self.generation[slot]:
+            out.memory, self.announced[slot] = self.slots[slot], self.generation[slot]
+        if not self.flags_sent:
+            out.flags, self.flags_sent = self.flags, True
+        return out
 
 
 def batch_buffer(numel: int, dtype: torch.dtype) -> torch.Tensor:
@@ -187,13 +193,7 @@ class _Unpooling:
         self.out = still
 
     def restore(self, batch: Any) -> Any:
-        if isinstance(batch, PooledTensor):
-            return self._tensor(batch)
-        if isinstance(batch, (list, tuple)):
-            return type(batch)(self.restore(b) for b in batch)
-        if isinstance(batch, dict):
-            return {k: self.restore(v) for k, v in batch.items()}
-        return batch
+        return map_batch(batch, lambda x: self._tensor(x) if isinstance(x, PooledTensor) else x)
 
     def _tensor(self, p: PooledTensor) -> torch.Tensor:
         key = (p.worker, p.slot)
@@ -214,11 +214,11 @@ class PooledLoader(DataLoader):
     with no workers, or for tensors a collate does not build through :func:`batch_buffer`, it is a plain
     DataLoader."""
 
+    _main: _Unpooling | None = None  # with persistent workers: the main side's slot table, kept across passes
+
     def __init__(self, dataset: Any, *args: Any, collate_fn: Callable[[list], Any] | None = None,
                  slots: int = MAX_SLOTS, **kwargs: Any) -> None:
         super().__init__(dataset, *args, collate_fn=PoolingCollate(collate_fn, slots), **kwargs)
-
-    _main: _Unpooling | None = None
 
     def __iter__(self) -> Any:
         batches = super().__iter__()

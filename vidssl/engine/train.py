@@ -24,7 +24,7 @@ from vidssl.engine.resources import configure_threads
 from vidssl.config import Params
 from vidssl.data.clips import ClipDataset, ClipSpec, MultiClipDataset, read_list, to_float, usable_records
 from vidssl.data.store import packs_fingerprint
-from vidssl.data.pool import PooledLoader
+from vidssl.data.pool import PooledLoader, map_batch
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +59,15 @@ def move_batch(batch: Any, dev: torch.device, *, floats: bool = True) -> Any:
 
     Clips may arrive in their decoded channels-last layout (:func:`vidssl.data.clips.stack_decoded`); they are
     made contiguous here, on the device, so every method sees the usual layout and the same values."""
-    if torch.is_tensor(batch):
-        batch = batch.to(dev, non_blocking=True)
-        if batch.dim() >= 5:
-            batch = batch.contiguous()
-        return to_float(batch) if floats and batch.dim() >= 5 else batch
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_batch(b, dev, floats=floats) for b in batch)
-    if isinstance(batch, dict):
-        return {k: move_batch(v, dev, floats=floats) for k, v in batch.items()}
-    return batch
+    def move(x: Any) -> Any:
+        if not torch.is_tensor(x):
+            return x
+        x = x.to(dev, non_blocking=True)
+        if x.dim() >= 5:
+            x = x.contiguous()
+        return to_float(x) if floats and x.dim() >= 5 else x
+
+    return map_batch(batch, move)
 
 
 def make_loader(ds: Dataset, *, batch_size: int, workers: int, shuffle: bool, seed: int,
