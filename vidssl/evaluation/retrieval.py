@@ -174,6 +174,10 @@ def ranking_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def _on(x: np.ndarray | torch.Tensor, dev: torch.device) -> torch.Tensor:
+    return (x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))).to(dev)
+
+
 def _exact_topk(q: torch.Tensor, g: torch.Tensor, k: int, chunk_bytes: int,
                 device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top ``k`` by inner product, never holding more than ``chunk_bytes`` of similarities at once."""
@@ -244,7 +248,9 @@ def topk_neighbours(queries: np.ndarray | torch.Tensor, gallery: np.ndarray | to
         raise ValueError(f"retrieve.index: unknown index {index!r}; choose from {list(INDEXES)}")
     if len(gallery) == 0:
         raise ValueError("retrieval gallery is empty; the train list has no videos")
-    q, g = unit_rows(queries, "queries"), unit_rows(gallery, "gallery")
+    # Exact ranking on a GPU normalises there too: on the CPU the norms would cost more than the ranking itself.
+    dev = ranking_device(device) if index == "exact" else torch.device("cpu")
+    q, g = unit_rows(_on(queries, dev), "queries"), unit_rows(_on(gallery, dev), "gallery")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query features are {q.shape[1]}-d but gallery features {g.shape[1]}-d")
     k = min(k, len(g))
