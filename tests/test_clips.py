@@ -207,7 +207,10 @@ def test_decoded_clips_stack_without_a_transposition_and_move_to_the_same_values
     assert all(torch.equal(a, b) for a, b in zip(collate_clips(cut), default_collate(cut)))
     # In loader workers the batch is built in shared memory (no copy on its way out) and arrives equal.
     for workers in (0, 2):
-        batches = list(DataLoader(ds, batch_size=3, num_workers=workers, collate_fn=collate_clips))
+        # Workers from a fresh interpreter: after a Prefect flow ran in this process (test_flows, if it shares
+        # this pytest worker), every forked child exits 1 at shutdown (tests/test_pool.py says why).
+        batches = list(DataLoader(ds, batch_size=3, num_workers=workers, collate_fn=collate_clips,
+                                  multiprocessing_context="forkserver" if workers else None))
         assert [b[0].is_shared() for b in batches] == [workers > 0] * 2
         for k, b in enumerate(batches):
             ref = default_collate([ds[i] for i in range(3 * k, 3 * k + 3)])
